@@ -1,0 +1,1 @@
+"""Ferry: cold migration of virtual machines between KVM hosts."""

@@ -1,0 +1,108 @@
+"""In-process bus for the embedded default and functional tests.
+
+It behaves like a broker, not like a function call: messages are JSON-encoded
+and decoded (so nothing unserialisable slips through), each topic is a queue
+that keeps messages while no consumer serves it (a restarted conductor finds
+what was cast to it), and every message runs in its own task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import uuid
+from typing import Any
+
+from ferry.bus.base import Bus, BusError, BusTimeout, Handler, RemoteError
+
+log = logging.getLogger(__name__)
+
+
+class MemoryBus(Bus):
+    def __init__(self) -> None:
+        self._queues: dict[str, asyncio.Queue[dict[str, Any]]] = {}
+        self._consumers: dict[str, asyncio.Task[None]] = {}
+        self._pending: dict[str, asyncio.Future[Any]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def _queue(self, topic: str) -> asyncio.Queue[dict[str, Any]]:
+        return self._queues.setdefault(topic, asyncio.Queue())
+
+    async def _send(self, topic: str, method: str, args: dict[str, Any] | None,
+                    reply: bool) -> str:
+        msg_id = uuid.uuid4().hex
+        body = json.loads(json.dumps({"method": method, "args": args or {}, "id": msg_id,
+                                      "reply": reply}))
+        await self._queue(topic).put(body)
+        return msg_id
+
+    async def call(self, topic: str, method: str, args: dict[str, Any] | None = None,
+                   timeout: float | None = None) -> Any:
+        wait = self.timeout_for(method, timeout)
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        msg_id = uuid.uuid4().hex
+        self._pending[msg_id] = fut
+        body = json.loads(json.dumps({"method": method, "args": args or {}, "id": msg_id,
+                                      "reply": True}))
+        await self._queue(topic).put(body)
+        try:
+            return await asyncio.wait_for(fut, wait)
+        except TimeoutError:
+            raise BusTimeout(f"no reply to {method} on {topic} within {wait:.0f}s") from None
+        finally:
+            self._pending.pop(msg_id, None)
+
+    async def cast(self, topic: str, method: str, args: dict[str, Any] | None = None) -> None:
+        self.timeout_for(method, None)  # refuse unknown methods at the sender too
+        await self._send(topic, method, args, reply=False)
+
+    async def serve(self, topic: str, handler: Handler) -> None:
+        if topic in self._consumers:
+            raise BusError(f"{topic} already has a consumer")
+        queue = self._queue(topic)
+        self._consumers[topic] = asyncio.create_task(self._consume(topic, queue, handler))
+
+    async def unserve(self, topic: str) -> None:
+        task = self._consumers.pop(topic, None)
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _consume(self, topic: str, queue: asyncio.Queue[dict[str, Any]],
+                       handler: Handler) -> None:
+        while True:
+            msg = await queue.get()
+            task = asyncio.create_task(self._run(topic, msg, handler))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, topic: str, msg: dict[str, Any], handler: Handler) -> None:
+        try:
+            result = json.loads(json.dumps(await handler(msg["method"], msg["args"])))
+            error: RemoteError | None = None
+        except asyncio.CancelledError:
+            error = RemoteError("Cancelled", "the serving side stopped")
+            result = None
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a reply
+            if not msg["reply"]:
+                log.exception("cast %s on %s failed", msg["method"], topic)
+            error = RemoteError(type(exc).__name__, str(exc))
+            result = None
+        fut = self._pending.get(msg["id"]) if msg["reply"] else None
+        if fut is not None and not fut.done():
+            if error is not None:
+                fut.set_exception(error)
+            else:
+                fut.set_result(result)
+
+    async def close(self) -> None:
+        for topic in list(self._consumers):
+            await self.unserve(topic)
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task

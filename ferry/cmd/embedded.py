@@ -1,0 +1,170 @@
+"""The embedded default: API, conductor, scheduler and N compute hosts in one process.
+
+`ferry up` runs it; the functional tests and the demo drive it directly.
+State lives under one directory (SQLite file, image store, one directory per
+host), so starting again on the same directory carries on where it stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import uvicorn
+from sqlalchemy import select
+
+from ferry.api.app import create_app
+from ferry.api.context import ApiDeps
+from ferry.bus.memory import MemoryBus
+from ferry.compute.manager import ComputeManager
+from ferry.compute.virt.loader import load_driver
+from ferry.conductor.manager import ConductorEndpoint
+from ferry.conf import Settings
+from ferry.db.migrate import upgrade
+from ferry.db.models import Flavor
+from ferry.db.session import make_engine, make_sessionmaker
+from ferry.image.cache import ImageCache
+
+log = logging.getLogger(__name__)
+
+DEFAULT_FLAVORS = (
+    # flavorid, name, vcpus, ram MiB, disk GiB
+    ("1", "ferry.tiny", 1, 128, 1),
+    ("2", "ferry.small", 1, 256, 2),
+    ("3", "ferry.medium", 2, 512, 4),
+)
+
+
+class InsecureBindRefused(Exception):
+    pass
+
+
+@dataclass
+class CloudConfig:
+    state_dir: Path
+    hosts: int = 2
+    driver: str = "libvirt"
+    listen_host: str = "127.0.0.1"
+    listen_port: int = 8774
+    insecure_no_auth: bool = False
+    data_port: int = 0
+    shared_storage: bool = False
+    settings: Settings = field(default_factory=Settings)
+
+
+def host_name(i: int) -> str:
+    return f"host{i}"
+
+
+def data_ip(i: int) -> str:
+    return f"127.0.1.{i}"
+
+
+class EmbeddedCloud:
+    def __init__(self, cfg: CloudConfig) -> None:
+        if cfg.insecure_no_auth and not _is_loopback(cfg.listen_host):
+            raise InsecureBindRefused(
+                f"--insecure-no-auth treats every caller as admin; it only listens on "
+                f"loopback, not on {cfg.listen_host}")
+        if not cfg.insecure_no_auth:
+            raise InsecureBindRefused(
+                "authentication (Identity v3) is not available yet: start with "
+                "--insecure-no-auth on a loopback address")
+        self.cfg = cfg
+        self.bus = MemoryBus()
+        self.computes: list[ComputeManager] = []
+        self._server: uvicorn.Server | None = None
+        self._server_task: asyncio.Task[None] | None = None
+        cfg.state_dir.mkdir(parents=True, exist_ok=True)
+        self.db_url = f"sqlite+aiosqlite:///{cfg.state_dir / 'ferry.db'}"
+        self.engine = make_engine(self.db_url)
+        self.sessions = make_sessionmaker(self.engine)
+        self.conductor = ConductorEndpoint.create(self.sessions, self.bus, cfg.settings)
+        self.deps = ApiDeps(self.sessions, self.bus, cfg.settings, cfg.state_dir / "images",
+                            insecure_no_auth=cfg.insecure_no_auth)
+        self.app = create_app(self.deps)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.cfg.listen_host}:{self.port}"
+
+    @property
+    def port(self) -> int:
+        if self._server and self._server.servers:
+            sock = self._server.servers[0].sockets[0]
+            return int(sock.getsockname()[1])
+        return self.cfg.listen_port
+
+    def instances_path(self, i: int) -> Path:
+        if self.cfg.shared_storage:
+            return self.cfg.state_dir / "shared" / "instances"
+        return self.cfg.state_dir / "hosts" / host_name(i) / "instances"
+
+    async def start(self) -> None:
+        await asyncio.to_thread(upgrade, self.db_url)
+        await self._seed_flavors()
+        await self.conductor.start()
+        config = uvicorn.Config(self.app, host=self.cfg.listen_host, port=self.cfg.listen_port,
+                                log_level="warning", lifespan="off")
+        self._server = uvicorn.Server(config)
+        self._server_task = asyncio.create_task(self._server.serve())
+        while not self._server.started:
+            if self._server_task.done():
+                self._server_task.result()
+                raise RuntimeError("the API server stopped during start-up")
+            await asyncio.sleep(0.02)
+        for i in range(1, self.cfg.hosts + 1):
+            await self.add_host(i)
+
+    async def add_host(self, i: int) -> ComputeManager:
+        name = host_name(i)
+        path = self.instances_path(i)
+        driver = load_driver(self.cfg.driver, name, path)
+        images = ImageCache(path / "_base", f"{self.url}/image")
+        mgr = ComputeManager(name, driver, self.bus, images, data_ip(i), self.cfg.data_port,
+                             report_interval=self.cfg.settings.report_interval)
+        await mgr.start()
+        self.computes.append(mgr)
+        return mgr
+
+    def compute(self, name: str) -> ComputeManager:
+        return next(c for c in self.computes if c.host == name)
+
+    async def _seed_flavors(self) -> None:
+        async with self.sessions() as s, s.begin():
+            if (await s.execute(select(Flavor).limit(1))).scalar_one_or_none() is not None:
+                return
+            for fid, name, vcpus, ram, disk in DEFAULT_FLAVORS:
+                s.add(Flavor(flavorid=fid, name=name, vcpus=vcpus, memory_mb=ram,
+                             root_gb=disk, extra_specs={}))
+
+    async def serve_forever(self) -> None:
+        assert self._server_task is not None
+        await self._server_task
+
+    async def stop(self) -> None:
+        await self.conductor.stop()
+        for c in self.computes:
+            await c.stop()
+        self.computes.clear()
+        if self._server is not None:
+            self._server.should_exit = True
+            if self._server_task is not None:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._server_task
+        await self.bus.close()
+        await self.engine.dispose()
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

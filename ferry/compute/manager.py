@@ -1,0 +1,259 @@
+"""ComputeManager: one per host; serves `compute.<host>` RPC, never touches the DB.
+
+Each public coroutine is an RPC method named in `ferry.bus.catalogue`; the
+conductor calls them in the order of the state machine and records results.
+Every method is idempotent: the conductor may send a step again after a
+restart. To add one: declare it in the catalogue, add it here with JSON-only
+arguments and result, and call it from a conductor step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from ferry.bus.base import Bus
+from ferry.bus.catalogue import CONDUCTOR_TOPIC, compute_topic
+from ferry.compute.instance_store import InstanceStore, base_name
+from ferry.compute.virt.driver import InstanceSpec, VirtDriver
+from ferry.image.cache import ImageCache
+from ferry.transfer import TokenRegistry, TransferGrant, TransferServer, send_files
+
+log = logging.getLogger(__name__)
+
+
+class PreflightFailed(Exception):
+    pass
+
+
+def spec_from(instance: dict[str, Any], image: dict[str, Any] | None = None) -> InstanceSpec:
+    image_id = instance["image_id"]
+    fmt = (image or {}).get("disk_format") or instance.get("base_format") or "raw"
+    return InstanceSpec(
+        uuid=instance["uuid"], name=instance.get("name", instance["uuid"]),
+        vcpus=int(instance["vcpus"]), memory_mb=int(instance["memory_mb"]),
+        root_gb=int(instance["root_gb"]), image_id=image_id,
+        base_name=base_name(image_id), base_format=fmt,
+    )
+
+
+class ComputeManager:
+    def __init__(self, host: str, driver: VirtDriver, bus: Bus, images: ImageCache,
+                 data_host: str, data_port: int = 0, zone: str = "nova",
+                 report_interval: float = 10.0) -> None:
+        self.host = host
+        self.driver = driver
+        self.bus = bus
+        self.images = images
+        self.store = InstanceStore(driver.instances_path)
+        self.zone = zone
+        self.tokens = TokenRegistry()
+        self.transfer = TransferServer(data_host, data_port, self.tokens)
+        self.report_interval = report_interval
+        self._heartbeat: asyncio.Task[None] | None = None
+
+    # -- lifecycle -----------------------------------------------------------
+
+    async def start(self) -> None:
+        self.store.ensure_dirs()
+        await self.driver.init_host()
+        await self.transfer.start()
+        await self.report_state()
+        await self.bus.serve(compute_topic(self.host), self._dispatch())
+        self._heartbeat = asyncio.create_task(self._heartbeat_loop())
+
+    def _dispatch(self):  # type: ignore[no-untyped-def]
+        from ferry.bus.base import endpoint_handler
+
+        return endpoint_handler(self, "compute")
+
+    async def stop(self) -> None:
+        if self._heartbeat:
+            self._heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._heartbeat
+        await self.bus.unserve(compute_topic(self.host))
+        await self.transfer.stop()
+        await self.driver.cleanup_host()
+
+    @property
+    def data_address(self) -> str:
+        host, port = self.transfer.address
+        return f"{host}:{port}"
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.report_interval)
+            try:
+                await self.report_state()
+            except Exception:  # noqa: BLE001 - a missed beat is retried next time
+                log.exception("heartbeat from %s failed", self.host)
+
+    async def report_state(self) -> None:
+        await self.bus.cast(CONDUCTOR_TOPIC, "report_state", {
+            "host": self.host, "zone": self.zone, **(await self.host_resources())})
+
+    # -- plain lifecycle RPCs ------------------------------------------------
+
+    async def host_resources(self) -> dict[str, Any]:
+        r = await self.driver.resources()
+        return {"vcpus": r.vcpus, "memory_mb": r.memory_mb, "disk_gb": r.disk_gb,
+                "hypervisor_type": r.hypervisor_type,
+                "hypervisor_version": r.hypervisor_version,
+                "data_address": self.data_address}
+
+    async def spawn(self, instance: dict[str, Any], image: dict[str, Any]) -> int:
+        await self.images.ensure(image)
+        await self.driver.spawn(spec_from(instance, image))
+        return int(await self.driver.power_state(instance["uuid"]))
+
+    async def stop_instance(self, uuid: str, timeout: float = 60,
+                            retry_interval: float = 10) -> int:
+        await self.driver.power_off(uuid, timeout, retry_interval)
+        return int(await self.driver.power_state(uuid))
+
+    async def start_instance(self, uuid: str) -> int:
+        await self.driver.power_on(uuid)
+        return int(await self.driver.power_state(uuid))
+
+    async def power_state(self, uuid: str) -> int:
+        return int(await self.driver.power_state(uuid))
+
+    async def delete_instance(self, uuid: str) -> None:
+        await self.driver.destroy(uuid)
+        self.store.remove(uuid)
+        self.store.remove_resize(uuid)
+
+    async def console_output(self, uuid: str, length: int | None = None) -> str:
+        text = await self.driver.console_output(uuid)
+        if length is not None and length >= 0:
+            lines = text.splitlines(keepends=True)
+            text = "".join(lines[-length:]) if length else ""
+        return text
+
+    # -- migration: destination pre-flight ----------------------------------
+
+    async def check_can_migrate_to(self, instance: dict[str, Any], image: dict[str, Any],
+                                   disk_bytes: int) -> dict[str, Any]:
+        free = self.store.free_bytes()
+        # Room for the disks plus 10% for metadata and the base image.
+        if free < disk_bytes * 1.1:
+            raise PreflightFailed(
+                f"{self.host}: {free} bytes free, {int(disk_bytes * 1.1)} needed")
+        if not self.images.has(image["id"]):
+            # Fetch now, before the guest is powered off: a base that cannot be
+            # had must fail the pre-flight, not the finish step.
+            try:
+                await self.images.ensure(image)
+            except Exception as exc:
+                raise PreflightFailed(f"{self.host}: base image not obtainable: {exc}") from exc
+        return {"free_bytes": free, "data_address": self.data_address}
+
+    async def create_shared_probe(self) -> str:
+        name = f".ferry-shared-{secrets.token_hex(8)}.tmp"
+        (self.store.root / name).touch()
+        return name
+
+    async def check_shared_probe(self, name: str) -> bool:
+        if "/" in name or not name.startswith(".ferry-shared-"):
+            raise ValueError("bad probe name")
+        return (self.store.root / name).exists()
+
+    async def remove_shared_probe(self, name: str) -> None:
+        if "/" in name or not name.startswith(".ferry-shared-"):
+            raise ValueError("bad probe name")
+        (self.store.root / name).unlink(missing_ok=True)
+
+    async def check_data_plane(self, address: str) -> bool:
+        host, port = address.rsplit(":", 1)
+        try:
+            _, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)), 5)
+        except (OSError, TimeoutError):
+            return False
+        writer.close()
+        with contextlib.suppress(Exception):
+            await writer.wait_closed()
+        return True
+
+    async def expect_transfer(self, token: str, migration_uuid: str, instance_uuid: str,
+                              files: dict[str, int], ttl: float = 900) -> None:
+        target = self.store.path(instance_uuid)
+        # A partial copy from an earlier attempt must not mix with this one.
+        if target.exists() and not self.store.resize_path(instance_uuid).exists():
+            shutil.rmtree(target)
+        self.tokens.expect(TransferGrant(token=token, migration_uuid=migration_uuid,
+                                         directory=target, files=dict(files),
+                                         expires_at=time.time() + ttl))
+
+    # -- migration: source ---------------------------------------------------
+
+    async def power_off_for_migration(self, uuid: str, timeout: float,
+                                      retry_interval: float) -> dict[str, Any]:
+        await self.driver.power_off(uuid, timeout, retry_interval)
+        kept = self.store.move_to_resize(uuid)
+        disks = await self.driver.disk_info(uuid, kept)
+        return {"disks": [d.__dict__ for d in disks]}
+
+    async def send_disks(self, uuid: str, migration_uuid: str, address: str, token: str,
+                         names: list[str], shared: bool) -> dict[str, Any]:
+        if shared:
+            await asyncio.to_thread(self.store.copy_local, uuid)
+            return {"bytes_sent": 0, "seconds": 0.0, "files": {}}
+        host, port = address.rsplit(":", 1)
+        last = 0.0
+
+        def progress(done: int, total: int) -> None:
+            nonlocal last
+            now = time.monotonic()
+            if now - last >= 1.0 or done == total:
+                last = now
+                asyncio.get_running_loop().create_task(self.bus.cast(
+                    CONDUCTOR_TOPIC, "report_progress",
+                    {"migration_uuid": migration_uuid, "done": done, "total": total}))
+
+        result = await send_files((host, int(port)), token, migration_uuid,
+                                  self.store.resize_path(uuid), names, progress)
+        return {"bytes_sent": result.bytes_sent, "seconds": result.seconds,
+                "files": {n: {"size": f.size, "allocated": f.allocated_bytes,
+                              "digest": f.digest} for n, f in result.files.items()}}
+
+    # -- migration: destination finish ---------------------------------------
+
+    async def prepare_migrated_instance(self, instance: dict[str, Any],
+                                        image: dict[str, Any]) -> None:
+        await self.images.ensure(image)
+        if not (self.store.path(instance["uuid"]) / "disk").exists():
+            raise FileNotFoundError(f"{self.host}: the migrated disk is not here")
+
+    async def finish_migration(self, instance: dict[str, Any], image: dict[str, Any],
+                               power_on: bool) -> int:
+        await self.driver.finish_migration(spec_from(instance, image), power_on)
+        return int(await self.driver.power_state(instance["uuid"]))
+
+    async def confirm_migration(self, uuid: str) -> None:
+        await self.driver.destroy(uuid)
+        self.store.remove_resize(uuid)
+
+    async def revert_migration(self, uuid: str, migration_uuid: str, shared: bool) -> None:
+        """Destination side of a revert or rollback: drop the guest and its copy."""
+        await self.driver.destroy(uuid)
+        self.tokens.revoke(migration_uuid)
+        # On shared storage <uuid> is the source's own path too: only remove it
+        # when the source copy is safe in <uuid>_resize.
+        if not shared or self.store.resize_path(uuid).exists():
+            self.store.remove(uuid)
+
+    async def finish_revert_migration(self, instance: dict[str, Any], image: dict[str, Any],
+                                      power_on: bool) -> int:
+        uuid = instance["uuid"]
+        if self.store.resize_path(uuid).exists():
+            self.store.restore_from_resize(uuid)
+        await self.driver.finish_revert_migration(spec_from(instance, image), power_on)
+        return int(await self.driver.power_state(uuid))
+

@@ -1,0 +1,163 @@
+"""ConductorEndpoint: serves the `conductor` topic and runs the periodic jobs.
+
+At start it looks at every unfinished migration and does what
+`ferry.conductor.states.ON_RESTART` says. RPC methods are declared in
+`ferry.bus.catalogue`; add one there and here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import uuid as uuidlib
+from typing import Any
+
+from sqlalchemy import select
+
+from ferry.bus.base import Bus, endpoint_handler
+from ferry.bus.catalogue import CONDUCTOR_TOPIC
+from ferry.conductor import servers, steps
+from ferry.conductor.runner import MigrationRunner
+from ferry.conductor.states import FINAL, Event, State
+from ferry.conductor.steps import StepContext
+from ferry.conductor.transitions import ConcurrentUpdate, advance
+from ferry.conf import Settings
+from ferry.db.models import Migration, Service, utcnow
+from ferry.scheduler import placement
+from ferry.scheduler.placement import InventoryRecord
+
+log = logging.getLogger(__name__)
+
+
+class ConductorEndpoint:
+    def __init__(self, ctx: StepContext, name: str = "conductor") -> None:
+        self.ctx = ctx
+        self.name = name
+        self.runner = MigrationRunner(ctx)
+        self._periodic: asyncio.Task[None] | None = None
+        self._jobs: set[asyncio.Task[None]] = set()
+
+    @classmethod
+    def create(cls, sessions: Any, bus: Bus, settings: Settings) -> ConductorEndpoint:
+        return cls(StepContext(sessions, bus, settings))
+
+    async def start(self) -> None:
+        await self.ctx.bus.serve(CONDUCTOR_TOPIC, endpoint_handler(self, "conductor"))
+        await self.recover()
+        self._periodic = asyncio.create_task(self._periodic_loop())
+
+    async def stop(self) -> None:
+        if self._periodic:
+            self._periodic.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._periodic
+        await self.ctx.bus.unserve(CONDUCTOR_TOPIC)
+        await self.runner.stop()
+        for t in list(self._jobs):
+            t.cancel()
+        await asyncio.gather(*self._jobs, return_exceptions=True)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._jobs.add(task)
+        task.add_done_callback(self._jobs.discard)
+
+    async def wait_idle(self) -> None:
+        """For tests and `ferry up` shutdown: let running work settle."""
+        while self._jobs or any(not t.done() for t in self.runner._tasks.values()):
+            await asyncio.gather(*self._jobs, return_exceptions=True)
+            await self.runner.wait_idle()
+
+    async def recover(self) -> None:
+        async with self.ctx.sessions() as s:
+            rows = (await s.execute(select(Migration.uuid, Migration.state).where(
+                Migration.state.not_in([x.value for x in FINAL])))).all()
+        for mig_uuid, state in rows:
+            log.info("recovering migration %s in %s", mig_uuid, state)
+            try:
+                await self.runner.recover(mig_uuid, State(state))
+            except ConcurrentUpdate:
+                continue
+
+    # -- RPC: migrations -----------------------------------------------------------
+
+    async def migrate_server(self, migration_uuid: str) -> None:
+        self.runner.start(migration_uuid)
+
+    async def confirm_migration_request(self, migration_uuid: str) -> None:
+        self.runner.start(migration_uuid)
+
+    async def revert_migration_request(self, migration_uuid: str) -> None:
+        self.runner.start(migration_uuid)
+
+    async def report_progress(self, migration_uuid: str, done: int, total: int) -> None:
+        await steps.progress(self.ctx, migration_uuid, done, total)
+
+    # -- RPC: servers ---------------------------------------------------------------
+
+    async def build_server(self, instance_uuid: str) -> None:
+        self._spawn(servers.build(self.ctx, instance_uuid))
+
+    async def delete_server(self, instance_uuid: str) -> None:
+        self._spawn(servers.delete(self.ctx, instance_uuid))
+
+    async def stop_server(self, instance_uuid: str) -> None:
+        self._spawn(servers.stop(self.ctx, instance_uuid))
+
+    async def start_server(self, instance_uuid: str) -> None:
+        self._spawn(servers.start(self.ctx, instance_uuid))
+
+    # -- RPC: hosts -------------------------------------------------------------------
+
+    async def report_state(self, host: str, zone: str, vcpus: int, memory_mb: int,
+                           disk_gb: int, hypervisor_type: str, hypervisor_version: int,
+                           data_address: str) -> None:
+        st = self.ctx.settings
+        async with self.ctx.sessions() as s, s.begin():
+            svc = (await s.execute(select(Service).where(
+                Service.host == host, Service.binary == "ferry-compute"))).scalar_one_or_none()
+            if svc is None:
+                svc = Service(uuid=str(uuidlib.uuid4()), host=host, binary="ferry-compute",
+                              topic="compute", zone=zone)
+                s.add(svc)
+            svc.last_seen_up = utcnow()
+            svc.data_address = data_address
+            svc.hypervisor_type = hypervisor_type
+            svc.hypervisor_version = hypervisor_version
+            reserved = st.reserved_host_memory_mb if memory_mb > 2 * st.reserved_host_memory_mb \
+                else 0
+            await placement.ensure_provider(s, host, {
+                "VCPU": InventoryRecord(vcpus, 0, st.cpu_allocation_ratio),
+                "MEMORY_MB": InventoryRecord(memory_mb, reserved, st.ram_allocation_ratio),
+                "DISK_GB": InventoryRecord(disk_gb, 0, st.disk_allocation_ratio),
+            })
+
+    # -- periodic ------------------------------------------------------------------------
+
+    async def _periodic_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.ctx.settings.periodic_interval)
+            try:
+                await self.auto_confirm()
+            except Exception:  # noqa: BLE001 - next round tries again
+                log.exception("periodic job failed")
+
+    async def auto_confirm(self) -> None:
+        """Nova's _poll_unconfirmed_resizes: confirm after resize_confirm_window."""
+        window = self.ctx.settings.resize_confirm_window
+        if window <= 0:
+            return
+        cutoff = utcnow() - dt.timedelta(seconds=window)
+        async with self.ctx.sessions() as s:
+            due = (await s.execute(select(Migration.uuid).where(
+                Migration.state == State.VERIFY.value, Migration.updated_at <= cutoff))
+            ).scalars().all()
+        for mig_uuid in due:
+            try:
+                await advance(self.ctx.sessions, mig_uuid, Event.CONFIRM, expect=State.VERIFY,
+                              note=f"auto-confirmed after {window:.0f}s")
+            except ConcurrentUpdate:
+                continue
+            self.runner.start(mig_uuid)

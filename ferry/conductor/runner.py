@@ -1,0 +1,80 @@
+"""Drive one migration through its states until it rests (final or VERIFY).
+
+The runner is the only caller of the step handlers. It fires FAIL when a
+step raises and retries a failing rollback with backoff; after
+`rollback_attempts` it marks the server ERROR (keeping the source copy) and
+leaves the migration in ROLLING_BACK for a later conductor to resume.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from ferry.conductor.states import FINAL, ON_RESTART, Event, RestartAction, State
+from ferry.conductor.steps import STEPS, StepContext, load, mark_unrecoverable, record_failure
+from ferry.conductor.transitions import ConcurrentUpdate, advance
+
+log = logging.getLogger(__name__)
+
+RESTING = FINAL | {State.VERIFY}
+
+
+class MigrationRunner:
+    def __init__(self, ctx: StepContext) -> None:
+        self.ctx = ctx
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+
+    def start(self, migration_uuid: str) -> None:
+        """Run the migration in the background unless it already runs here."""
+        task = self._tasks.get(migration_uuid)
+        if task is not None and not task.done():
+            return
+        task = asyncio.create_task(self.run(migration_uuid), name=f"migration-{migration_uuid}")
+        self._tasks[migration_uuid] = task
+
+    async def wait_idle(self) -> None:
+        while any(not t.done() for t in self._tasks.values()):
+            await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+
+    async def stop(self) -> None:
+        for t in self._tasks.values():
+            t.cancel()
+        await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+
+    async def run(self, migration_uuid: str) -> None:
+        rollback_failures = 0
+        while True:
+            loaded = await load(self.ctx, migration_uuid)
+            state = State(loaded.mig.state)
+            if state in RESTING:
+                return
+            try:
+                await STEPS[state](self.ctx, loaded)
+                rollback_failures = 0
+            except asyncio.CancelledError:
+                raise
+            except ConcurrentUpdate:
+                continue  # someone else moved it on; look again
+            except Exception as exc:  # noqa: BLE001 - every failure is undone below
+                error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+                log.warning("migration %s failed in %s: %s", migration_uuid, state, error)
+                if state == State.ROLLING_BACK:
+                    rollback_failures += 1
+                    if rollback_failures >= self.ctx.settings.rollback_attempts:
+                        await mark_unrecoverable(self.ctx, loaded, error)
+                        return
+                    await asyncio.sleep(min(2 ** rollback_failures, 30))
+                    continue
+                await record_failure(self.ctx, loaded, error)
+
+    async def recover(self, migration_uuid: str, state: State) -> None:
+        """What a (re)started conductor does with a migration it finds unfinished."""
+        action = ON_RESTART[state]
+        if action == RestartAction.WAIT:
+            return
+        if action == RestartAction.ROLL_BACK:
+            await advance(self.ctx.sessions, migration_uuid, Event.FAIL, expect=state,
+                          note=f"conductor restarted while {state}: rolling back",
+                          migration_fields={"error": f"interrupted while {state}"})
+        self.start(migration_uuid)

@@ -1,0 +1,425 @@
+"""One handler per non-final state of the migration state machine.
+
+A handler does the state's work (RPC calls to the hosts) and ends by firing
+the event that leaves the state, through `advance`/`advance_in`. It raises on
+failure; the runner (`ferry.conductor.runner`) then fires FAIL and the
+ROLLING_BACK handler undoes whatever the step log says was done. Handlers are
+idempotent because a restarted conductor runs a RESUME state's handler again.
+
+To add a step, see `ferry.conductor.states`; register the handler in `STEPS`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from ferry.bus.base import Bus
+from ferry.bus.catalogue import compute_topic
+from ferry.conductor import records
+from ferry.conductor.states import SOURCE_TOUCHED, Event, State
+from ferry.conductor.transitions import advance, advance_in
+from ferry.conf import Settings
+from ferry.db.models import Flavor, Image, Instance, Migration, Service, utcnow
+from ferry.scheduler import placement
+from ferry.scheduler.hoststate import RequestSpec
+from ferry.scheduler.scheduler import NoValidHost, select_destinations
+from ferry.transfer import new_token
+
+log = logging.getLogger(__name__)
+
+# Nova's instance-action event for each state (several states share one).
+EVENT_OF_STATE: dict[State, str] = {
+    State.SCHEDULING: "cold_migrate",
+    State.CHECKING: "compute_prep_resize",
+    State.POWERING_OFF: "compute_resize_instance",
+    State.TRANSFERRING: "compute_resize_instance",
+    State.PREPARING: "compute_finish_resize",
+    State.STARTING: "compute_finish_resize",
+    State.CONFIRMING: "compute_confirm_resize",
+    State.REVERTING: "compute_revert_resize",
+}
+
+
+@dataclass
+class StepContext:
+    sessions: async_sessionmaker[AsyncSession]
+    bus: Bus
+    settings: Settings
+
+
+@dataclass
+class Loaded:
+    mig: Migration
+    inst: Instance
+    flavor: Flavor  # the flavor the server runs with at the destination
+    old_flavor: Flavor
+    image: dict[str, Any]
+
+    def payload(self, old: bool = False) -> dict[str, Any]:
+        return records.instance_payload(self.inst, self.old_flavor if old else self.flavor)
+
+
+def action_name(mig: Migration) -> str:
+    return "migrate" if mig.migration_type == "migration" else "resize"
+
+
+async def load(ctx: StepContext, migration_uuid: str) -> Loaded:
+    async with ctx.sessions() as s:
+        mig = (await s.execute(select(Migration).where(Migration.uuid == migration_uuid))
+               ).scalar_one()
+        inst = (await s.execute(select(Instance).where(Instance.uuid == mig.instance_uuid))
+                ).scalar_one()
+        new = await s.get(Flavor, mig.new_instance_type_id or inst.flavor_id)
+        old = await s.get(Flavor, mig.old_instance_type_id or inst.flavor_id)
+        image = await s.get(Image, inst.image_ref)
+        assert new is not None and old is not None
+        return Loaded(mig, inst, new, old, records.image_payload(image, inst.image_ref))
+
+
+async def _call(ctx: StepContext, host: str, method: str, **args: Any) -> Any:
+    return await ctx.bus.call(compute_topic(host), method, args)
+
+
+# -- SCHEDULING ---------------------------------------------------------------
+
+
+async def step_scheduling(ctx: StepContext, l: Loaded) -> None:
+    mig, inst = l.mig, l.inst
+    spec = RequestSpec(
+        instance_uuid=inst.uuid, project_id=inst.project_id, user_id=inst.user_id,
+        resources=records.flavor_resources(l.flavor),
+        ignore_hosts=(mig.source_compute or "",) if mig.source_compute else (),
+        requested_host=mig.requested_host,
+    )
+    try:
+        async with ctx.sessions() as s, s.begin():
+            await records.event_start(s, inst.uuid, action_name(mig), "cold_migrate", None)
+            # Nova's migration-based allocations: the migration holds the source
+            # side, the instance will hold the destination's claim.
+            if not await placement.allocations_for(s, mig.uuid):
+                await placement.move_allocations(s, inst.uuid, mig.uuid)
+            if mig.tried_hosts:
+                last = mig.steps[-1].get("note", "") if mig.steps else ""
+                dest, rest = await _claim_alternate(s, spec, list(mig.alternates), last)
+            else:
+                sel = await select_destinations(s, spec,
+                                                down_after=ctx.settings.service_down_time,
+                                                max_attempts=ctx.settings.max_attempts)
+                dest, rest = sel.host, list(sel.alternates)
+            await advance_in(s, mig.uuid, Event.SCHEDULED, expect=State.SCHEDULING,
+                             note=f"destination {dest}",
+                             migration_fields={"dest_compute": dest, "dest_node": dest,
+                                               "alternates": rest})
+    except NoValidHost as exc:
+        # The transaction above rolled back whole: nothing was claimed or moved.
+        await _no_valid_host(ctx, l, str(exc))
+
+
+async def _claim_alternate(s: AsyncSession, spec: RequestSpec, alternates: list[str],
+                           last_error: str) -> tuple[str, list[str]]:
+    while alternates:
+        host = alternates.pop(0)
+        try:
+            await placement.claim(s, spec.instance_uuid, host, spec.resources,
+                                  project_id=spec.project_id, user_id=spec.user_id)
+            return host, alternates
+        except placement.ClaimFailed:
+            continue
+    raise NoValidHost(f"Exhausted all hosts available for the migration. Last: {last_error}")
+
+
+async def _no_valid_host(ctx: StepContext, l: Loaded, reason: str) -> None:
+    async with ctx.sessions() as s, s.begin():
+        if await placement.allocations_for(s, l.mig.uuid):
+            await placement.move_allocations(s, l.mig.uuid, l.inst.uuid)
+        await records.event_finish(s, l.inst.uuid, action_name(l.mig), "cold_migrate",
+                                   error=reason)
+        await records.finish_action(s, l.inst.uuid, action_name(l.mig))
+        await records.add_fault(s, l.inst.uuid, reason, None, code=400)
+        await advance_in(s, l.mig.uuid, Event.NO_VALID_HOST, note=reason,
+                         migration_fields={"error": reason, "dest_compute": None,
+                                           "dest_node": None})
+
+
+# -- CHECKING (pre-flight on the destination, before the guest is touched) -----
+
+
+async def step_checking(ctx: StepContext, l: Loaded) -> None:
+    mig, dest, src = l.mig, l.mig.dest_compute, l.mig.source_compute
+    assert dest and src
+    async with ctx.sessions() as s, s.begin():
+        await records.event_finish(s, l.inst.uuid, action_name(mig), "cold_migrate")
+        await records.event_start(s, l.inst.uuid, action_name(mig), "compute_prep_resize",
+                                  dest)
+    try:
+        disk_bytes = records.flavor_resources(l.flavor)["DISK_GB"] << 30
+        info = await _call(ctx, dest, "check_can_migrate_to", instance=l.payload(),
+                           image=l.image, disk_bytes=disk_bytes)
+        shared = await _shared_storage(ctx, src, dest)
+        if not shared and not await _call(ctx, src, "check_data_plane",
+                                          address=info["data_address"]):
+            raise RuntimeError(f"{src} cannot reach the data plane of {dest} at "
+                               f"{info['data_address']}")
+    except Exception as exc:  # noqa: BLE001 - any pre-flight failure means "try another"
+        await _preflight_failed(ctx, l, f"pre-flight on {dest} failed: {exc}")
+        return
+    async with ctx.sessions() as s, s.begin():
+        await records.event_finish(s, l.inst.uuid, action_name(mig), "compute_prep_resize")
+        await advance_in(s, mig.uuid, Event.PREFLIGHT_OK, expect=State.CHECKING,
+                         note="shared storage" if shared else "",
+                         migration_fields={"shared_storage": shared,
+                                           "dest_host": info["data_address"]})
+
+
+async def _shared_storage(ctx: StepContext, src: str, dest: str) -> bool:
+    """Nova's test: a file made on the destination, looked for on the source."""
+    name = await _call(ctx, dest, "create_shared_probe")
+    try:
+        return bool(await _call(ctx, src, "check_shared_probe", name=name))
+    finally:
+        await _call(ctx, dest, "remove_shared_probe", name=name)
+
+
+async def _preflight_failed(ctx: StepContext, l: Loaded, reason: str) -> None:
+    log.warning("migration %s: %s", l.mig.uuid, reason)
+    async with ctx.sessions() as s, s.begin():
+        await placement.delete_allocations(s, l.inst.uuid)  # the destination's claim
+        await records.event_finish(s, l.inst.uuid, action_name(l.mig),
+                                   "compute_prep_resize", error=reason)
+        await records.add_fault(s, l.inst.uuid, reason, l.mig.dest_compute)
+        await advance_in(s, l.mig.uuid, Event.PREFLIGHT_FAILED, note=reason,
+                         migration_fields={"tried_hosts": [*l.mig.tried_hosts,
+                                                           l.mig.dest_compute],
+                                           "dest_compute": None, "dest_node": None,
+                                           "alternates": l.mig.alternates or []})
+
+
+# -- POWERING_OFF, TRANSFERRING (source) -----------------------------------------
+
+
+async def step_powering_off(ctx: StepContext, l: Loaded) -> None:
+    src = l.mig.source_compute
+    assert src
+    async with ctx.sessions() as s, s.begin():
+        await records.event_start(s, l.inst.uuid, action_name(l.mig),
+                                  "compute_resize_instance", src)
+    started = utcnow()
+    result = await _call(ctx, src, "power_off_for_migration", uuid=l.inst.uuid,
+                         timeout=ctx.settings.shutdown_timeout,
+                         retry_interval=ctx.settings.shutdown_retry_interval)
+    disks = result["disks"]
+    await advance(ctx.sessions, l.mig.uuid, Event.POWERED_OFF, expect=State.POWERING_OFF,
+                  migration_fields={"disk_info": disks, "powered_off_at": started,
+                                    "bytes_total": sum(d["disk_size"] for d in disks)},
+                  instance_fields={"power_state": 4})
+
+
+async def step_transferring(ctx: StepContext, l: Loaded) -> None:
+    mig = l.mig
+    src, dest = mig.source_compute, mig.dest_compute
+    assert src and dest and mig.dest_host
+    names = [d["name"] for d in mig.disk_info]
+    token = new_token()
+    if not mig.shared_storage:
+        await _call(ctx, dest, "expect_transfer", token=token, migration_uuid=mig.uuid,
+                    instance_uuid=l.inst.uuid,
+                    files={d["name"]: d["virtual_size"] for d in mig.disk_info},
+                    ttl=ctx.settings.transfer_token_ttl)
+    result = await _call(ctx, src, "send_disks", uuid=l.inst.uuid, migration_uuid=mig.uuid,
+                         address=mig.dest_host, token=token, names=names,
+                         shared=bool(mig.shared_storage))
+    note = ("shared storage: copied locally" if mig.shared_storage else
+            f"{result['bytes_sent']} bytes in {result['seconds']:.2f}s, verified")
+    async with ctx.sessions() as s, s.begin():
+        await records.event_finish(s, l.inst.uuid, action_name(mig), "compute_resize_instance")
+        await advance_in(s, mig.uuid, Event.TRANSFERRED, expect=State.TRANSFERRING, note=note,
+                         migration_fields={"bytes_done": mig.bytes_total},
+                         instance_fields={"host": dest, "node": dest})
+
+
+# -- PREPARING, STARTING (destination) -------------------------------------------
+
+
+async def step_preparing(ctx: StepContext, l: Loaded) -> None:
+    dest = l.mig.dest_compute
+    assert dest
+    async with ctx.sessions() as s, s.begin():
+        await records.event_start(s, l.inst.uuid, action_name(l.mig),
+                                  "compute_finish_resize", dest)
+    await _call(ctx, dest, "prepare_migrated_instance", instance=l.payload(), image=l.image)
+    await advance(ctx.sessions, l.mig.uuid, Event.PREPARED, expect=State.PREPARING)
+
+
+async def step_starting(ctx: StepContext, l: Loaded) -> None:
+    mig = l.mig
+    dest = mig.dest_compute
+    assert dest
+    power_on = mig.old_vm_state != "stopped"
+    power_state = await _call(ctx, dest, "finish_migration", instance=l.payload(),
+                              image=l.image, power_on=power_on)
+    now = utcnow()
+    downtime = (now - mig.powered_off_at).total_seconds() if (
+        power_on and mig.powered_off_at) else None
+    async with ctx.sessions() as s, s.begin():
+        await records.event_finish(s, l.inst.uuid, action_name(mig), "compute_finish_resize")
+        await records.finish_action(s, l.inst.uuid, action_name(mig))
+        await advance_in(s, mig.uuid, Event.STARTED, expect=State.STARTING,
+                         migration_fields={"downtime_s": downtime},
+                         instance_fields={"power_state": power_state, "launched_at": now,
+                                          "flavor_id": l.flavor.id,
+                                          "old_flavor_id": l.old_flavor.id,
+                                          "new_flavor_id": l.flavor.id, "progress": 100})
+
+
+# -- CONFIRMING, REVERTING (user decisions) -----------------------------------------
+
+
+async def step_confirming(ctx: StepContext, l: Loaded) -> None:
+    src = l.mig.source_compute
+    assert src
+    async with ctx.sessions() as s, s.begin():
+        await records.event_start(s, l.inst.uuid, "confirmResize", "compute_confirm_resize", src)
+    await _call(ctx, src, "confirm_migration", uuid=l.inst.uuid)
+    async with ctx.sessions() as s, s.begin():
+        await placement.delete_allocations(s, l.mig.uuid)
+        await records.event_finish(s, l.inst.uuid, "confirmResize", "compute_confirm_resize")
+        await records.finish_action(s, l.inst.uuid, "confirmResize")
+        await advance_in(s, l.mig.uuid, Event.CONFIRMED, expect=State.CONFIRMING,
+                         instance_fields={"old_flavor_id": None, "new_flavor_id": None,
+                                          "progress": 0})
+
+
+async def step_reverting(ctx: StepContext, l: Loaded) -> None:
+    mig = l.mig
+    src, dest = mig.source_compute, mig.dest_compute
+    assert src and dest
+    async with ctx.sessions() as s, s.begin():
+        await records.event_start(s, l.inst.uuid, "revertResize", "compute_revert_resize", dest)
+    await _call(ctx, dest, "revert_migration", uuid=l.inst.uuid, migration_uuid=mig.uuid,
+                shared=bool(mig.shared_storage))
+    async with ctx.sessions() as s, s.begin():
+        await records.event_finish(s, l.inst.uuid, "revertResize", "compute_revert_resize")
+        await records.event_start(s, l.inst.uuid, "revertResize",
+                                  "compute_finish_revert_resize", src)
+    power_state = await _call(ctx, src, "finish_revert_migration", instance=l.payload(old=True),
+                              image=l.image, power_on=mig.old_vm_state != "stopped")
+    async with ctx.sessions() as s, s.begin():
+        await placement.move_allocations(s, mig.uuid, l.inst.uuid)
+        await records.event_finish(s, l.inst.uuid, "revertResize",
+                                   "compute_finish_revert_resize")
+        await records.finish_action(s, l.inst.uuid, "revertResize")
+        await advance_in(s, mig.uuid, Event.REVERTED, expect=State.REVERTING,
+                         instance_fields={"host": src, "node": src, "power_state": power_state,
+                                          "flavor_id": l.old_flavor.id, "old_flavor_id": None,
+                                          "new_flavor_id": None, "progress": 0})
+
+
+# -- ROLLING_BACK ----------------------------------------------------------------------
+
+
+def source_touched(mig: Migration) -> bool:
+    return any(State(e["state"]) in SOURCE_TOUCHED for e in mig.steps)
+
+
+async def step_rolling_back(ctx: StepContext, l: Loaded) -> None:
+    """Put the server back on its source, whole, and give back every claim."""
+    mig = l.mig
+    src, dest = mig.source_compute, mig.dest_compute
+    assert src
+    notes = []
+    if dest:
+        try:
+            await _call(ctx, dest, "revert_migration", uuid=l.inst.uuid,
+                        migration_uuid=mig.uuid, shared=bool(mig.shared_storage))
+        except Exception as exc:  # noqa: BLE001 - the source copy is what matters
+            notes.append(f"cleanup on {dest} failed ({exc}); it will hold a stale copy")
+    power_state = None
+    if source_touched(mig):
+        power_state = await _call(ctx, src, "finish_revert_migration",
+                                  instance=l.payload(old=True), image=l.image,
+                                  power_on=mig.old_vm_state != "stopped")
+    async with ctx.sessions() as s, s.begin():
+        if await placement.allocations_for(s, mig.uuid):
+            await placement.move_allocations(s, mig.uuid, l.inst.uuid)
+        await records.finish_action(s, l.inst.uuid, action_name(mig))
+        inst_fields: dict[str, Any] = {"host": src, "node": src, "flavor_id": l.old_flavor.id,
+                                       "old_flavor_id": None, "new_flavor_id": None,
+                                       "progress": 0}
+        if power_state is not None:
+            inst_fields["power_state"] = power_state
+        await advance_in(s, mig.uuid, Event.ROLLED_BACK, expect=State.ROLLING_BACK,
+                         note="; ".join(notes), instance_fields=inst_fields)
+
+
+async def record_failure(ctx: StepContext, l: Loaded, error: str) -> None:
+    """A step raised: note it on the action, as a fault, and start the rollback."""
+    state = State(l.mig.state)
+    host = {State.POWERING_OFF: l.mig.source_compute, State.TRANSFERRING: l.mig.source_compute
+            }.get(state, l.mig.dest_compute)
+    async with ctx.sessions() as s, s.begin():
+        event = EVENT_OF_STATE.get(state)
+        if event:
+            await records.event_finish(s, l.inst.uuid, action_name(l.mig) if state not in (
+                State.CONFIRMING, State.REVERTING) else (
+                "confirmResize" if state == State.CONFIRMING else "revertResize"),
+                event, error=error, host=host)
+        await records.add_fault(s, l.inst.uuid, error, host)
+        await advance_in(s, l.mig.uuid, Event.FAIL, expect=state, note=error,
+                         migration_fields={"error": error})
+
+
+async def mark_unrecoverable(ctx: StepContext, l: Loaded, error: str) -> None:
+    """Rollback itself keeps failing: the server goes ERROR, its source copy kept."""
+    async with ctx.sessions() as s, s.begin():
+        inst = (await s.execute(select(Instance).where(Instance.uuid == l.inst.uuid))
+                ).scalar_one()
+        inst.vm_state = "error"
+        where = f"{l.mig.source_compute}:<instances>/{inst.uuid}_resize"
+        await records.add_fault(s, inst.uuid, f"rollback failed: {error}",
+                                l.mig.source_compute,
+                                details=f"{error}. The source copy is kept at {where}.")
+
+
+async def progress(ctx: StepContext, migration_uuid: str, done: int, total: int) -> None:
+    async with ctx.sessions() as s, s.begin():
+        mig = (await s.execute(select(Migration).where(Migration.uuid == migration_uuid))
+               ).scalar_one_or_none()
+        if mig is None or mig.state != State.TRANSFERRING:
+            return
+        mig.bytes_done, mig.bytes_total = done, total
+        inst = (await s.execute(select(Instance).where(Instance.uuid == mig.instance_uuid))
+                ).scalar_one()
+        inst.progress = int(100 * done / total) if total else 0
+
+
+async def host_is_up(ctx: StepContext, host: str) -> bool:
+    async with ctx.sessions() as s:
+        svc = (await s.execute(select(Service).where(Service.host == host,
+                                                     Service.binary == "ferry-compute"))
+               ).scalar_one_or_none()
+    if svc is None or svc.forced_down or svc.last_seen_up is None:
+        return False
+    age = utcnow() - svc.last_seen_up
+    return age <= dt.timedelta(seconds=ctx.settings.service_down_time)
+
+
+Step = Callable[[StepContext, Loaded], Awaitable[None]]
+
+STEPS: dict[State, Step] = {
+    State.SCHEDULING: step_scheduling,
+    State.CHECKING: step_checking,
+    State.POWERING_OFF: step_powering_off,
+    State.TRANSFERRING: step_transferring,
+    State.PREPARING: step_preparing,
+    State.STARTING: step_starting,
+    State.CONFIRMING: step_confirming,
+    State.REVERTING: step_reverting,
+    State.ROLLING_BACK: step_rolling_back,
+}

@@ -1,0 +1,34 @@
+"""Ferry's settings, with Nova's option names and defaults where Nova has one.
+
+Every service reads the same `Settings`; `ferry up` fills it from flags, the
+cluster services (later) from a TOML file with environment overrides.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class Settings:
+    # [DEFAULT]shutdown_timeout and [compute]shutdown_retry_interval
+    shutdown_timeout: float = 60.0
+    shutdown_retry_interval: float = 10.0
+    # [DEFAULT]resize_confirm_window: seconds before auto-confirm, 0 = never
+    resize_confirm_window: float = 0.0
+    # [DEFAULT]service_down_time and report_interval
+    service_down_time: float = 60.0
+    report_interval: float = 10.0
+    # [scheduler]max_attempts: the chosen host plus alternates
+    max_attempts: int = 3
+    # placement initial allocation ratios and reserved host memory (Nova's defaults)
+    cpu_allocation_ratio: float = 4.0
+    ram_allocation_ratio: float = 1.0
+    disk_allocation_ratio: float = 1.0
+    reserved_host_memory_mb: int = 512
+    # lifetime of a data-plane token
+    transfer_token_ttl: float = 900.0
+    # how often the conductor looks for migrations to auto-confirm
+    periodic_interval: float = 2.0
+    # attempts at rolling a failed migration back before the server is set ERROR
+    rollback_attempts: int = 3

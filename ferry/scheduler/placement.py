@@ -1,0 +1,220 @@
+"""Placement: resource providers, inventories and allocations.
+
+Each compute host is a resource provider with VCPU, MEMORY_MB and DISK_GB
+inventories. A consumer (an instance, or a migration while it holds the source
+side of a move) owns allocations. Every write to a provider first bumps its
+`generation` with compare-and-swap, so two claims racing for the last room on
+a host cannot both succeed: the loser retries and then sees the winner's usage.
+
+To add a resource class: report it from the compute host's resources and add
+it to `RESOURCE_CLASSES`; filters and weighers read usages generically.
+"""
+
+from __future__ import annotations
+
+import uuid as uuidlib
+from collections import defaultdict
+from dataclasses import dataclass
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ferry.db.models import Allocation, Consumer, Inventory, ResourceProvider
+
+RESOURCE_CLASSES = ("VCPU", "MEMORY_MB", "DISK_GB")
+MAX_CAS_RETRIES = 10
+
+
+class ClaimFailed(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class InventoryRecord:
+    total: int
+    reserved: int = 0
+    allocation_ratio: float = 1.0
+
+    @property
+    def capacity(self) -> int:
+        return int((self.total - self.reserved) * self.allocation_ratio)
+
+
+Resources = dict[str, int]
+
+
+async def ensure_provider(
+    session: AsyncSession, name: str, inventory: dict[str, InventoryRecord]
+) -> ResourceProvider:
+    rp = (
+        await session.execute(select(ResourceProvider).where(ResourceProvider.name == name))
+    ).scalar_one_or_none()
+    if rp is None:
+        rp = ResourceProvider(uuid=str(uuidlib.uuid5(uuidlib.NAMESPACE_DNS, name)), name=name)
+        session.add(rp)
+        await session.flush()
+    existing = {
+        inv.resource_class: inv
+        for inv in (
+            await session.execute(select(Inventory).where(Inventory.provider_id == rp.id))
+        ).scalars()
+    }
+    changed = False
+    for rc, rec in inventory.items():
+        inv = existing.get(rc)
+        if inv is None:
+            session.add(Inventory(provider_id=rp.id, resource_class=rc, total=rec.total,
+                                  reserved=rec.reserved, allocation_ratio=rec.allocation_ratio))
+            changed = True
+        elif (inv.total, inv.reserved, inv.allocation_ratio) != (
+            rec.total, rec.reserved, rec.allocation_ratio
+        ):
+            inv.total, inv.reserved, inv.allocation_ratio = (
+                rec.total, rec.reserved, rec.allocation_ratio)
+            changed = True
+    if changed:
+        rp.generation += 1
+    await session.flush()
+    return rp
+
+
+async def inventories(session: AsyncSession) -> dict[str, dict[str, InventoryRecord]]:
+    rows = await session.execute(
+        select(ResourceProvider.name, Inventory).join(
+            Inventory, Inventory.provider_id == ResourceProvider.id
+        )
+    )
+    out: dict[str, dict[str, InventoryRecord]] = defaultdict(dict)
+    for name, inv in rows:
+        out[name][inv.resource_class] = InventoryRecord(inv.total, inv.reserved,
+                                                        inv.allocation_ratio)
+    return dict(out)
+
+
+async def usages(session: AsyncSession) -> dict[str, Resources]:
+    rows = await session.execute(
+        select(ResourceProvider.name, Allocation.resource_class, Allocation.used).join(
+            Allocation, Allocation.provider_id == ResourceProvider.id
+        )
+    )
+    out: dict[str, Resources] = defaultdict(lambda: defaultdict(int))
+    for name, rc, used in rows:
+        out[name][rc] += used
+    return {k: dict(v) for k, v in out.items()}
+
+
+async def allocations_for(session: AsyncSession, consumer: str) -> dict[str, Resources]:
+    rows = await session.execute(
+        select(ResourceProvider.name, Allocation.resource_class, Allocation.used)
+        .join(ResourceProvider, Allocation.provider_id == ResourceProvider.id)
+        .where(Allocation.consumer_id == consumer)
+    )
+    out: dict[str, Resources] = defaultdict(dict)
+    for name, rc, used in rows:
+        out[name][rc] = used
+    return dict(out)
+
+
+async def _bump_generation(session: AsyncSession, provider: str) -> ResourceProvider:
+    for _ in range(MAX_CAS_RETRIES):
+        rp = (
+            await session.execute(
+                select(ResourceProvider)
+                .where(ResourceProvider.name == provider)
+                .execution_options(populate_existing=True)
+            )
+        ).scalar_one_or_none()
+        if rp is None:
+            raise ClaimFailed(f"no resource provider {provider!r}")
+        res = await session.execute(
+            update(ResourceProvider)
+            .where(ResourceProvider.id == rp.id, ResourceProvider.generation == rp.generation)
+            .values(generation=rp.generation + 1)
+            .execution_options(synchronize_session=False)
+        )
+        if res.rowcount == 1:  # type: ignore[attr-defined]
+            return rp
+    raise ClaimFailed(f"provider {provider!r} kept changing (generation conflict)")
+
+
+async def _ensure_consumer(session: AsyncSession, consumer: str, project_id: str,
+                           user_id: str) -> None:
+    c = await session.get(Consumer, consumer)
+    if c is None:
+        session.add(Consumer(uuid=consumer, project_id=project_id, user_id=user_id))
+    else:
+        c.generation += 1
+    await session.flush()
+
+
+async def claim(
+    session: AsyncSession,
+    consumer: str,
+    provider: str,
+    resources: Resources,
+    *,
+    project_id: str = "",
+    user_id: str = "",
+) -> None:
+    """Allocate `resources` on `provider` for `consumer`, or raise ClaimFailed.
+
+    Call inside a transaction; the provider row is written first so the
+    capacity check below sees every claim that committed before ours.
+    """
+    rp = await _bump_generation(session, provider)
+    invs = {
+        i.resource_class: InventoryRecord(i.total, i.reserved, i.allocation_ratio)
+        for i in (
+            await session.execute(select(Inventory).where(Inventory.provider_id == rp.id))
+        ).scalars()
+    }
+    used = (await usages(session)).get(provider, {})
+    for rc, amount in resources.items():
+        if amount <= 0:
+            continue
+        inv = invs.get(rc)
+        if inv is None:
+            raise ClaimFailed(f"{provider} has no {rc} inventory")
+        if used.get(rc, 0) + amount > inv.capacity:
+            raise ClaimFailed(
+                f"{provider}: {rc} {used.get(rc, 0)}+{amount} exceeds capacity {inv.capacity}")
+    await _ensure_consumer(session, consumer, project_id, user_id)
+    for rc, amount in resources.items():
+        if amount > 0:
+            session.add(Allocation(provider_id=rp.id, consumer_id=consumer,
+                                   resource_class=rc, used=amount))
+    await session.flush()
+
+
+async def delete_allocations(session: AsyncSession, consumer: str) -> None:
+    held = await allocations_for(session, consumer)
+    for provider in held:
+        await _bump_generation(session, provider)
+    await session.execute(delete(Allocation).where(Allocation.consumer_id == consumer))
+    await session.execute(delete(Consumer).where(Consumer.uuid == consumer))
+    await session.flush()
+
+
+async def move_allocations(session: AsyncSession, from_consumer: str, to_consumer: str,
+                           *, replace: bool = True) -> None:
+    """Give `from_consumer`'s allocations to `to_consumer` (Nova's move_allocations).
+
+    With `replace`, whatever `to_consumer` held before is dropped first, as
+    placement's POST /allocations does when it rewrites a consumer.
+    """
+    held = await allocations_for(session, from_consumer)
+    if replace:
+        await delete_allocations(session, to_consumer)
+    for provider in held:
+        await _bump_generation(session, provider)
+    src = await session.get(Consumer, from_consumer)
+    await _ensure_consumer(session, to_consumer, src.project_id if src else "",
+                           src.user_id if src else "")
+    await session.execute(
+        update(Allocation)
+        .where(Allocation.consumer_id == from_consumer)
+        .values(consumer_id=to_consumer)
+        .execution_options(synchronize_session=False)
+    )
+    await session.execute(delete(Consumer).where(Consumer.uuid == from_consumer))
+    await session.flush()
