@@ -32,3 +32,5 @@ class Settings:
     periodic_interval: float = 2.0
     # attempts at rolling a failed migration back before the server is set ERROR
     rollback_attempts: int = 3
+    # seconds per backoff unit between retries (2, 4, 8... units)
+    retry_unit: float = 1.0

@@ -14,7 +14,7 @@ from ferry.api.context import RequestContext
 from ferry.db.models import Flavor, Instance, InstanceFault, Migration
 
 # nova/api/openstack/common.py _STATE_MAP, the parts a cold migration meets.
-_STATUS = {
+_STATUS: dict[str, dict[str | None, str]] = {
     "active": {None: "ACTIVE", "resize_prep": "RESIZE", "resize_migrating": "RESIZE",
                "resize_migrated": "RESIZE", "resize_finish": "RESIZE",
                "resize_reverting": "REVERT_RESIZE", "powering-off": "ACTIVE",

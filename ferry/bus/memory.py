@@ -22,6 +22,8 @@ log = logging.getLogger(__name__)
 
 class MemoryBus(Bus):
     def __init__(self) -> None:
+        # (topic, method) -> [(message, after)]: failures to inject, used once each.
+        self._faults: dict[tuple[str, str], list[tuple[str, bool]]] = {}
         self._queues: dict[str, asyncio.Queue[dict[str, Any]]] = {}
         self._consumers: dict[str, asyncio.Task[None]] = {}
         self._pending: dict[str, asyncio.Future[Any]] = {}
@@ -79,14 +81,32 @@ class MemoryBus(Bus):
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
+    def inject_failure(self, topic: str, method: str, message: str = "injected",
+                       *, after: bool = False) -> None:
+        """Make the next `method` on `topic` fail, as a broken host would.
+
+        With `after`, the handler runs first and only the reply is lost: the
+        caller sees a failure although the work was done (tests idempotency).
+        """
+        self._faults.setdefault((topic, method), []).append((message, after))
+
+    def _take_fault(self, topic: str, method: str) -> tuple[str, bool] | None:
+        pending = self._faults.get((topic, method))
+        return pending.pop(0) if pending else None
+
     async def _run(self, topic: str, msg: dict[str, Any], handler: Handler) -> None:
+        fault = self._take_fault(topic, msg["method"])
         try:
+            if fault is not None and not fault[1]:
+                raise BusError(f"{fault[0]} ({msg['method']} on {topic})")
             result = json.loads(json.dumps(await handler(msg["method"], msg["args"])))
+            if fault is not None:
+                raise BusError(f"{fault[0]} (reply of {msg['method']} on {topic} lost)")
             error: RemoteError | None = None
         except asyncio.CancelledError:
             error = RemoteError("Cancelled", "the serving side stopped")
             result = None
-        except Exception as exc:  # noqa: BLE001 - every failure becomes a reply
+        except Exception as exc:
             if not msg["reply"]:
                 log.exception("cast %s on %s failed", msg["method"], topic)
             error = RemoteError(type(exc).__name__, str(exc))

@@ -94,7 +94,8 @@ def _run(client: FerryClient, state_dir: Path, driver: str, keep: bool) -> None:
     console.print(f"migrating {s['id']} away from {src} (migration {mig['uuid']})")
     mig = render.watch(client, mig["uuid"], console)
     if mig["status"] != "finished":
-        raise typer.Exit(f"migration ended {mig['status']}: {mig['error']}")
+        console.print(f"[red]migration ended {mig['status']}:[/red] {mig['error']}")
+        raise typer.Exit(1)
     s = client.wait_server(s["id"], {"VERIFY_RESIZE"})
     dest = s["OS-EXT-SRV-ATTR:host"]
     if driver == "libvirt":

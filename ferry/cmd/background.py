@@ -27,7 +27,7 @@ class CloudThread:
         try:
             self.cloud = EmbeddedCloud(self.cfg)
             await self.cloud.start()
-        except BaseException as exc:  # noqa: BLE001 - handed to the starting thread
+        except BaseException as exc:
             self._error = exc
             self._ready.set()
             return

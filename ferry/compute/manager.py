@@ -15,7 +15,6 @@ import logging
 import secrets
 import shutil
 import time
-from pathlib import Path
 from typing import Any
 
 from ferry.bus.base import Bus
@@ -92,7 +91,7 @@ class ComputeManager:
             await asyncio.sleep(self.report_interval)
             try:
                 await self.report_state()
-            except Exception:  # noqa: BLE001 - a missed beat is retried next time
+            except Exception:
                 log.exception("heartbeat from %s failed", self.host)
 
     async def report_state(self) -> None:

@@ -141,7 +141,7 @@ class ConductorEndpoint:
             await asyncio.sleep(self.ctx.settings.periodic_interval)
             try:
                 await self.auto_confirm()
-            except Exception:  # noqa: BLE001 - next round tries again
+            except Exception:
                 log.exception("periodic job failed")
 
     async def auto_confirm(self) -> None:

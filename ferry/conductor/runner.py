@@ -1,9 +1,10 @@
 """Drive one migration through its states until it rests (final or VERIFY).
 
-The runner is the only caller of the step handlers. It fires FAIL when a
-step raises and retries a failing rollback with backoff; after
-`rollback_attempts` it marks the server ERROR (keeping the source copy) and
-leaves the migration in ROLLING_BACK for a later conductor to resume.
+The runner is the only caller of the step handlers. When a step raises it
+does what `ON_FAILURE` says: fire FAIL (the rollback step then runs), or
+retry the idempotent step with backoff; after `rollback_attempts` retries it
+marks the server ERROR with a fault saying where its copy is, and leaves the
+migration where it is for a restarted conductor to resume.
 """
 
 from __future__ import annotations
@@ -11,7 +12,15 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from ferry.conductor.states import FINAL, ON_RESTART, Event, RestartAction, State
+from ferry.conductor.states import (
+    FINAL,
+    ON_FAILURE,
+    ON_RESTART,
+    Event,
+    FailureAction,
+    RestartAction,
+    State,
+)
 from ferry.conductor.steps import STEPS, StepContext, load, mark_unrecoverable, record_failure
 from ferry.conductor.transitions import ConcurrentUpdate, advance
 
@@ -43,7 +52,7 @@ class MigrationRunner:
         await asyncio.gather(*self._tasks.values(), return_exceptions=True)
 
     async def run(self, migration_uuid: str) -> None:
-        rollback_failures = 0
+        failures = 0
         while True:
             loaded = await load(self.ctx, migration_uuid)
             state = State(loaded.mig.state)
@@ -51,20 +60,20 @@ class MigrationRunner:
                 return
             try:
                 await STEPS[state](self.ctx, loaded)
-                rollback_failures = 0
+                failures = 0
             except asyncio.CancelledError:
                 raise
             except ConcurrentUpdate:
                 continue  # someone else moved it on; look again
-            except Exception as exc:  # noqa: BLE001 - every failure is undone below
+            except Exception as exc:
                 error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
                 log.warning("migration %s failed in %s: %s", migration_uuid, state, error)
-                if state == State.ROLLING_BACK:
-                    rollback_failures += 1
-                    if rollback_failures >= self.ctx.settings.rollback_attempts:
+                if ON_FAILURE[state] == FailureAction.RETRY:
+                    failures += 1
+                    if failures >= self.ctx.settings.rollback_attempts:
                         await mark_unrecoverable(self.ctx, loaded, error)
                         return
-                    await asyncio.sleep(min(2 ** rollback_failures, 30))
+                    await asyncio.sleep(min(2 ** failures, 30) * self.ctx.settings.retry_unit)
                     continue
                 await record_failure(self.ctx, loaded, error)
 

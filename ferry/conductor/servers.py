@@ -60,7 +60,7 @@ async def build(ctx: StepContext, uuid: str) -> None:
         power = await ctx.bus.call(f"compute.{sel.host}", "spawn",
                                    {"instance": records.instance_payload(inst, flavor),
                                     "image": records.image_payload(image, inst.image_ref)})
-    except Exception as exc:  # noqa: BLE001 - a failed build is an ERROR server, not a crash
+    except Exception as exc:
         async with ctx.sessions() as s, s.begin():
             await placement.delete_allocations(s, uuid)
             await records.event_finish(s, uuid, "create", "compute__do_build_and_run_instance",
@@ -79,7 +79,7 @@ async def stop(ctx: StepContext, uuid: str) -> None:
         power = await ctx.bus.call(f"compute.{inst.host}", "stop_instance",
                                    {"uuid": uuid, "timeout": ctx.settings.shutdown_timeout,
                                     "retry_interval": ctx.settings.shutdown_retry_interval})
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         await _finish(ctx, uuid, "stop", str(exc), task_state=None)
         return
     await _finish(ctx, uuid, "stop", vm_state="stopped", task_state=None, power_state=power)
@@ -89,7 +89,7 @@ async def start(ctx: StepContext, uuid: str) -> None:
     inst = await _instance(ctx, uuid)
     try:
         power = await ctx.bus.call(f"compute.{inst.host}", "start_instance", {"uuid": uuid})
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         await _finish(ctx, uuid, "start", str(exc), task_state=None)
         return
     await _finish(ctx, uuid, "start", vm_state="active", task_state=None, power_state=power)
@@ -105,7 +105,7 @@ async def delete(ctx: StepContext, uuid: str) -> None:
     for host in sorted(h for h in hosts if h):
         try:
             await ctx.bus.call(f"compute.{host}", "delete_instance", {"uuid": uuid})
-        except Exception as exc:  # noqa: BLE001 - a down host keeps a stale copy; log it
+        except Exception as exc:
             log.warning("delete of %s on %s failed: %s", uuid, host, exc)
     async with ctx.sessions() as s, s.begin():
         await placement.delete_allocations(s, uuid)

@@ -8,6 +8,8 @@ Three tables drive every migration:
 * `TRANSITIONS`: `(state, event) -> state`. Nothing else may change a
   migration's state: `ferry.conductor.transitions.advance()` looks the pair up
   here and persists with compare-and-swap.
+* `ON_FAILURE`: for every state with a step, whether a failure rolls the
+  migration back or retries the (idempotent) step.
 * `ON_RESTART`: for every non-final state, what a restarted (or a second)
   conductor does with a migration it finds there.
 
@@ -55,6 +57,11 @@ class Event(enum.StrEnum):
     REVERTED = "reverted"
     FAIL = "fail"  # any step failed: undo
     ROLLED_BACK = "rolled_back"  # the server is back on its source
+
+
+class FailureAction(enum.StrEnum):
+    ROLL_BACK = "roll_back"  # fire FAIL: the ROLLING_BACK step puts the server back
+    RETRY = "retry"  # the step is idempotent cleanup: try again with backoff
 
 
 class RestartAction(enum.StrEnum):
@@ -126,6 +133,21 @@ ON_RESTART: dict[State, RestartAction] = {
     State.CONFIRMING: RestartAction.RESUME,
     State.REVERTING: RestartAction.RESUME,
     State.ROLLING_BACK: RestartAction.RESUME,
+}
+
+# What the runner does when a state's step raises.
+ON_FAILURE: dict[State, FailureAction] = {
+    State.SCHEDULING: FailureAction.ROLL_BACK,
+    State.CHECKING: FailureAction.ROLL_BACK,
+    State.POWERING_OFF: FailureAction.ROLL_BACK,
+    State.TRANSFERRING: FailureAction.ROLL_BACK,
+    State.PREPARING: FailureAction.ROLL_BACK,
+    State.STARTING: FailureAction.ROLL_BACK,
+    # The user already decided; the source (confirm) or destination (revert)
+    # copy must not be half removed, so the cleanup is finished, not undone.
+    State.CONFIRMING: FailureAction.RETRY,
+    State.REVERTING: FailureAction.RETRY,
+    State.ROLLING_BACK: FailureAction.RETRY,
 }
 
 INITIAL = State.SCHEDULING

@@ -90,11 +90,11 @@ async def _call(ctx: StepContext, host: str, method: str, **args: Any) -> Any:
 # -- SCHEDULING ---------------------------------------------------------------
 
 
-async def step_scheduling(ctx: StepContext, l: Loaded) -> None:
-    mig, inst = l.mig, l.inst
+async def step_scheduling(ctx: StepContext, job: Loaded) -> None:
+    mig, inst = job.mig, job.inst
     spec = RequestSpec(
         instance_uuid=inst.uuid, project_id=inst.project_id, user_id=inst.user_id,
-        resources=records.flavor_resources(l.flavor),
+        resources=records.flavor_resources(job.flavor),
         ignore_hosts=(mig.source_compute or "",) if mig.source_compute else (),
         requested_host=mig.requested_host,
     )
@@ -119,7 +119,7 @@ async def step_scheduling(ctx: StepContext, l: Loaded) -> None:
                                                "alternates": rest})
     except NoValidHost as exc:
         # The transaction above rolled back whole: nothing was claimed or moved.
-        await _no_valid_host(ctx, l, str(exc))
+        await _no_valid_host(ctx, job, str(exc))
 
 
 async def _claim_alternate(s: AsyncSession, spec: RequestSpec, alternates: list[str],
@@ -135,15 +135,15 @@ async def _claim_alternate(s: AsyncSession, spec: RequestSpec, alternates: list[
     raise NoValidHost(f"Exhausted all hosts available for the migration. Last: {last_error}")
 
 
-async def _no_valid_host(ctx: StepContext, l: Loaded, reason: str) -> None:
+async def _no_valid_host(ctx: StepContext, job: Loaded, reason: str) -> None:
     async with ctx.sessions() as s, s.begin():
-        if await placement.allocations_for(s, l.mig.uuid):
-            await placement.move_allocations(s, l.mig.uuid, l.inst.uuid)
-        await records.event_finish(s, l.inst.uuid, action_name(l.mig), "cold_migrate",
+        if await placement.allocations_for(s, job.mig.uuid):
+            await placement.move_allocations(s, job.mig.uuid, job.inst.uuid)
+        await records.event_finish(s, job.inst.uuid, action_name(job.mig), "cold_migrate",
                                    error=reason)
-        await records.finish_action(s, l.inst.uuid, action_name(l.mig))
-        await records.add_fault(s, l.inst.uuid, reason, None, code=400)
-        await advance_in(s, l.mig.uuid, Event.NO_VALID_HOST, note=reason,
+        await records.finish_action(s, job.inst.uuid, action_name(job.mig))
+        await records.add_fault(s, job.inst.uuid, reason, None, code=400)
+        await advance_in(s, job.mig.uuid, Event.NO_VALID_HOST, note=reason,
                          migration_fields={"error": reason, "dest_compute": None,
                                            "dest_node": None})
 
@@ -151,27 +151,27 @@ async def _no_valid_host(ctx: StepContext, l: Loaded, reason: str) -> None:
 # -- CHECKING (pre-flight on the destination, before the guest is touched) -----
 
 
-async def step_checking(ctx: StepContext, l: Loaded) -> None:
-    mig, dest, src = l.mig, l.mig.dest_compute, l.mig.source_compute
+async def step_checking(ctx: StepContext, job: Loaded) -> None:
+    mig, dest, src = job.mig, job.mig.dest_compute, job.mig.source_compute
     assert dest and src
     async with ctx.sessions() as s, s.begin():
-        await records.event_finish(s, l.inst.uuid, action_name(mig), "cold_migrate")
-        await records.event_start(s, l.inst.uuid, action_name(mig), "compute_prep_resize",
+        await records.event_finish(s, job.inst.uuid, action_name(mig), "cold_migrate")
+        await records.event_start(s, job.inst.uuid, action_name(mig), "compute_prep_resize",
                                   dest)
     try:
-        disk_bytes = records.flavor_resources(l.flavor)["DISK_GB"] << 30
-        info = await _call(ctx, dest, "check_can_migrate_to", instance=l.payload(),
-                           image=l.image, disk_bytes=disk_bytes)
+        disk_bytes = records.flavor_resources(job.flavor)["DISK_GB"] << 30
+        info = await _call(ctx, dest, "check_can_migrate_to", instance=job.payload(),
+                           image=job.image, disk_bytes=disk_bytes)
         shared = await _shared_storage(ctx, src, dest)
         if not shared and not await _call(ctx, src, "check_data_plane",
                                           address=info["data_address"]):
             raise RuntimeError(f"{src} cannot reach the data plane of {dest} at "
                                f"{info['data_address']}")
-    except Exception as exc:  # noqa: BLE001 - any pre-flight failure means "try another"
-        await _preflight_failed(ctx, l, f"pre-flight on {dest} failed: {exc}")
+    except Exception as exc:
+        await _preflight_failed(ctx, job, f"pre-flight on {dest} failed: {exc}")
         return
     async with ctx.sessions() as s, s.begin():
-        await records.event_finish(s, l.inst.uuid, action_name(mig), "compute_prep_resize")
+        await records.event_finish(s, job.inst.uuid, action_name(mig), "compute_prep_resize")
         await advance_in(s, mig.uuid, Event.PREFLIGHT_OK, expect=State.CHECKING,
                          note="shared storage" if shared else "",
                          migration_fields={"shared_storage": shared,
@@ -187,58 +187,58 @@ async def _shared_storage(ctx: StepContext, src: str, dest: str) -> bool:
         await _call(ctx, dest, "remove_shared_probe", name=name)
 
 
-async def _preflight_failed(ctx: StepContext, l: Loaded, reason: str) -> None:
-    log.warning("migration %s: %s", l.mig.uuid, reason)
+async def _preflight_failed(ctx: StepContext, job: Loaded, reason: str) -> None:
+    log.warning("migration %s: %s", job.mig.uuid, reason)
     async with ctx.sessions() as s, s.begin():
-        await placement.delete_allocations(s, l.inst.uuid)  # the destination's claim
-        await records.event_finish(s, l.inst.uuid, action_name(l.mig),
+        await placement.delete_allocations(s, job.inst.uuid)  # the destination's claim
+        await records.event_finish(s, job.inst.uuid, action_name(job.mig),
                                    "compute_prep_resize", error=reason)
-        await records.add_fault(s, l.inst.uuid, reason, l.mig.dest_compute)
-        await advance_in(s, l.mig.uuid, Event.PREFLIGHT_FAILED, note=reason,
-                         migration_fields={"tried_hosts": [*l.mig.tried_hosts,
-                                                           l.mig.dest_compute],
+        await records.add_fault(s, job.inst.uuid, reason, job.mig.dest_compute)
+        await advance_in(s, job.mig.uuid, Event.PREFLIGHT_FAILED, note=reason,
+                         migration_fields={"tried_hosts": [*job.mig.tried_hosts,
+                                                           job.mig.dest_compute],
                                            "dest_compute": None, "dest_node": None,
-                                           "alternates": l.mig.alternates or []})
+                                           "alternates": job.mig.alternates or []})
 
 
 # -- POWERING_OFF, TRANSFERRING (source) -----------------------------------------
 
 
-async def step_powering_off(ctx: StepContext, l: Loaded) -> None:
-    src = l.mig.source_compute
+async def step_powering_off(ctx: StepContext, job: Loaded) -> None:
+    src = job.mig.source_compute
     assert src
     async with ctx.sessions() as s, s.begin():
-        await records.event_start(s, l.inst.uuid, action_name(l.mig),
+        await records.event_start(s, job.inst.uuid, action_name(job.mig),
                                   "compute_resize_instance", src)
     started = utcnow()
-    result = await _call(ctx, src, "power_off_for_migration", uuid=l.inst.uuid,
+    result = await _call(ctx, src, "power_off_for_migration", uuid=job.inst.uuid,
                          timeout=ctx.settings.shutdown_timeout,
                          retry_interval=ctx.settings.shutdown_retry_interval)
     disks = result["disks"]
-    await advance(ctx.sessions, l.mig.uuid, Event.POWERED_OFF, expect=State.POWERING_OFF,
+    await advance(ctx.sessions, job.mig.uuid, Event.POWERED_OFF, expect=State.POWERING_OFF,
                   migration_fields={"disk_info": disks, "powered_off_at": started,
                                     "bytes_total": sum(d["disk_size"] for d in disks)},
                   instance_fields={"power_state": 4})
 
 
-async def step_transferring(ctx: StepContext, l: Loaded) -> None:
-    mig = l.mig
+async def step_transferring(ctx: StepContext, job: Loaded) -> None:
+    mig = job.mig
     src, dest = mig.source_compute, mig.dest_compute
     assert src and dest and mig.dest_host
     names = [d["name"] for d in mig.disk_info]
     token = new_token()
     if not mig.shared_storage:
         await _call(ctx, dest, "expect_transfer", token=token, migration_uuid=mig.uuid,
-                    instance_uuid=l.inst.uuid,
-                    files={d["name"]: d["virtual_size"] for d in mig.disk_info},
+                    instance_uuid=job.inst.uuid,
+                    files={d["name"]: d["file_size"] for d in mig.disk_info},
                     ttl=ctx.settings.transfer_token_ttl)
-    result = await _call(ctx, src, "send_disks", uuid=l.inst.uuid, migration_uuid=mig.uuid,
+    result = await _call(ctx, src, "send_disks", uuid=job.inst.uuid, migration_uuid=mig.uuid,
                          address=mig.dest_host, token=token, names=names,
                          shared=bool(mig.shared_storage))
     note = ("shared storage: copied locally" if mig.shared_storage else
             f"{result['bytes_sent']} bytes in {result['seconds']:.2f}s, verified")
     async with ctx.sessions() as s, s.begin():
-        await records.event_finish(s, l.inst.uuid, action_name(mig), "compute_resize_instance")
+        await records.event_finish(s, job.inst.uuid, action_name(mig), "compute_resize_instance")
         await advance_in(s, mig.uuid, Event.TRANSFERRED, expect=State.TRANSFERRING, note=note,
                          migration_fields={"bytes_done": mig.bytes_total},
                          instance_fields={"host": dest, "node": dest})
@@ -247,77 +247,77 @@ async def step_transferring(ctx: StepContext, l: Loaded) -> None:
 # -- PREPARING, STARTING (destination) -------------------------------------------
 
 
-async def step_preparing(ctx: StepContext, l: Loaded) -> None:
-    dest = l.mig.dest_compute
+async def step_preparing(ctx: StepContext, job: Loaded) -> None:
+    dest = job.mig.dest_compute
     assert dest
     async with ctx.sessions() as s, s.begin():
-        await records.event_start(s, l.inst.uuid, action_name(l.mig),
+        await records.event_start(s, job.inst.uuid, action_name(job.mig),
                                   "compute_finish_resize", dest)
-    await _call(ctx, dest, "prepare_migrated_instance", instance=l.payload(), image=l.image)
-    await advance(ctx.sessions, l.mig.uuid, Event.PREPARED, expect=State.PREPARING)
+    await _call(ctx, dest, "prepare_migrated_instance", instance=job.payload(), image=job.image)
+    await advance(ctx.sessions, job.mig.uuid, Event.PREPARED, expect=State.PREPARING)
 
 
-async def step_starting(ctx: StepContext, l: Loaded) -> None:
-    mig = l.mig
+async def step_starting(ctx: StepContext, job: Loaded) -> None:
+    mig = job.mig
     dest = mig.dest_compute
     assert dest
     power_on = mig.old_vm_state != "stopped"
-    power_state = await _call(ctx, dest, "finish_migration", instance=l.payload(),
-                              image=l.image, power_on=power_on)
+    power_state = await _call(ctx, dest, "finish_migration", instance=job.payload(),
+                              image=job.image, power_on=power_on)
     now = utcnow()
     downtime = (now - mig.powered_off_at).total_seconds() if (
         power_on and mig.powered_off_at) else None
     async with ctx.sessions() as s, s.begin():
-        await records.event_finish(s, l.inst.uuid, action_name(mig), "compute_finish_resize")
-        await records.finish_action(s, l.inst.uuid, action_name(mig))
+        await records.event_finish(s, job.inst.uuid, action_name(mig), "compute_finish_resize")
+        await records.finish_action(s, job.inst.uuid, action_name(mig))
         await advance_in(s, mig.uuid, Event.STARTED, expect=State.STARTING,
                          migration_fields={"downtime_s": downtime},
                          instance_fields={"power_state": power_state, "launched_at": now,
-                                          "flavor_id": l.flavor.id,
-                                          "old_flavor_id": l.old_flavor.id,
-                                          "new_flavor_id": l.flavor.id, "progress": 100})
+                                          "flavor_id": job.flavor.id,
+                                          "old_flavor_id": job.old_flavor.id,
+                                          "new_flavor_id": job.flavor.id, "progress": 100})
 
 
 # -- CONFIRMING, REVERTING (user decisions) -----------------------------------------
 
 
-async def step_confirming(ctx: StepContext, l: Loaded) -> None:
-    src = l.mig.source_compute
+async def step_confirming(ctx: StepContext, job: Loaded) -> None:
+    src = job.mig.source_compute
     assert src
     async with ctx.sessions() as s, s.begin():
-        await records.event_start(s, l.inst.uuid, "confirmResize", "compute_confirm_resize", src)
-    await _call(ctx, src, "confirm_migration", uuid=l.inst.uuid)
+        await records.event_start(s, job.inst.uuid, "confirmResize", "compute_confirm_resize", src)
+    await _call(ctx, src, "confirm_migration", uuid=job.inst.uuid)
     async with ctx.sessions() as s, s.begin():
-        await placement.delete_allocations(s, l.mig.uuid)
-        await records.event_finish(s, l.inst.uuid, "confirmResize", "compute_confirm_resize")
-        await records.finish_action(s, l.inst.uuid, "confirmResize")
-        await advance_in(s, l.mig.uuid, Event.CONFIRMED, expect=State.CONFIRMING,
+        await placement.delete_allocations(s, job.mig.uuid)
+        await records.event_finish(s, job.inst.uuid, "confirmResize", "compute_confirm_resize")
+        await records.finish_action(s, job.inst.uuid, "confirmResize")
+        await advance_in(s, job.mig.uuid, Event.CONFIRMED, expect=State.CONFIRMING,
                          instance_fields={"old_flavor_id": None, "new_flavor_id": None,
                                           "progress": 0})
 
 
-async def step_reverting(ctx: StepContext, l: Loaded) -> None:
-    mig = l.mig
+async def step_reverting(ctx: StepContext, job: Loaded) -> None:
+    mig = job.mig
     src, dest = mig.source_compute, mig.dest_compute
     assert src and dest
     async with ctx.sessions() as s, s.begin():
-        await records.event_start(s, l.inst.uuid, "revertResize", "compute_revert_resize", dest)
-    await _call(ctx, dest, "revert_migration", uuid=l.inst.uuid, migration_uuid=mig.uuid,
+        await records.event_start(s, job.inst.uuid, "revertResize", "compute_revert_resize", dest)
+    await _call(ctx, dest, "revert_migration", uuid=job.inst.uuid, migration_uuid=mig.uuid,
                 shared=bool(mig.shared_storage))
     async with ctx.sessions() as s, s.begin():
-        await records.event_finish(s, l.inst.uuid, "revertResize", "compute_revert_resize")
-        await records.event_start(s, l.inst.uuid, "revertResize",
+        await records.event_finish(s, job.inst.uuid, "revertResize", "compute_revert_resize")
+        await records.event_start(s, job.inst.uuid, "revertResize",
                                   "compute_finish_revert_resize", src)
-    power_state = await _call(ctx, src, "finish_revert_migration", instance=l.payload(old=True),
-                              image=l.image, power_on=mig.old_vm_state != "stopped")
+    power_state = await _call(ctx, src, "finish_revert_migration", instance=job.payload(old=True),
+                              image=job.image, power_on=mig.old_vm_state != "stopped")
     async with ctx.sessions() as s, s.begin():
-        await placement.move_allocations(s, mig.uuid, l.inst.uuid)
-        await records.event_finish(s, l.inst.uuid, "revertResize",
+        await placement.move_allocations(s, mig.uuid, job.inst.uuid)
+        await records.event_finish(s, job.inst.uuid, "revertResize",
                                    "compute_finish_revert_resize")
-        await records.finish_action(s, l.inst.uuid, "revertResize")
+        await records.finish_action(s, job.inst.uuid, "revertResize")
         await advance_in(s, mig.uuid, Event.REVERTED, expect=State.REVERTING,
                          instance_fields={"host": src, "node": src, "power_state": power_state,
-                                          "flavor_id": l.old_flavor.id, "old_flavor_id": None,
+                                          "flavor_id": job.old_flavor.id, "old_flavor_id": None,
                                           "new_flavor_id": None, "progress": 0})
 
 
@@ -328,28 +328,28 @@ def source_touched(mig: Migration) -> bool:
     return any(State(e["state"]) in SOURCE_TOUCHED for e in mig.steps)
 
 
-async def step_rolling_back(ctx: StepContext, l: Loaded) -> None:
+async def step_rolling_back(ctx: StepContext, job: Loaded) -> None:
     """Put the server back on its source, whole, and give back every claim."""
-    mig = l.mig
+    mig = job.mig
     src, dest = mig.source_compute, mig.dest_compute
     assert src
     notes = []
     if dest:
         try:
-            await _call(ctx, dest, "revert_migration", uuid=l.inst.uuid,
+            await _call(ctx, dest, "revert_migration", uuid=job.inst.uuid,
                         migration_uuid=mig.uuid, shared=bool(mig.shared_storage))
-        except Exception as exc:  # noqa: BLE001 - the source copy is what matters
+        except Exception as exc:
             notes.append(f"cleanup on {dest} failed ({exc}); it will hold a stale copy")
     power_state = None
     if source_touched(mig):
         power_state = await _call(ctx, src, "finish_revert_migration",
-                                  instance=l.payload(old=True), image=l.image,
+                                  instance=job.payload(old=True), image=job.image,
                                   power_on=mig.old_vm_state != "stopped")
     async with ctx.sessions() as s, s.begin():
         if await placement.allocations_for(s, mig.uuid):
-            await placement.move_allocations(s, mig.uuid, l.inst.uuid)
-        await records.finish_action(s, l.inst.uuid, action_name(mig))
-        inst_fields: dict[str, Any] = {"host": src, "node": src, "flavor_id": l.old_flavor.id,
+            await placement.move_allocations(s, mig.uuid, job.inst.uuid)
+        await records.finish_action(s, job.inst.uuid, action_name(mig))
+        inst_fields: dict[str, Any] = {"host": src, "node": src, "flavor_id": job.old_flavor.id,
                                        "old_flavor_id": None, "new_flavor_id": None,
                                        "progress": 0}
         if power_state is not None:
@@ -358,33 +358,39 @@ async def step_rolling_back(ctx: StepContext, l: Loaded) -> None:
                          note="; ".join(notes), instance_fields=inst_fields)
 
 
-async def record_failure(ctx: StepContext, l: Loaded, error: str) -> None:
+async def record_failure(ctx: StepContext, job: Loaded, error: str) -> None:
     """A step raised: note it on the action, as a fault, and start the rollback."""
-    state = State(l.mig.state)
-    host = {State.POWERING_OFF: l.mig.source_compute, State.TRANSFERRING: l.mig.source_compute
-            }.get(state, l.mig.dest_compute)
+    state = State(job.mig.state)
+    host = {State.POWERING_OFF: job.mig.source_compute, State.TRANSFERRING: job.mig.source_compute
+            }.get(state, job.mig.dest_compute)
     async with ctx.sessions() as s, s.begin():
         event = EVENT_OF_STATE.get(state)
         if event:
-            await records.event_finish(s, l.inst.uuid, action_name(l.mig) if state not in (
+            await records.event_finish(s, job.inst.uuid, action_name(job.mig) if state not in (
                 State.CONFIRMING, State.REVERTING) else (
                 "confirmResize" if state == State.CONFIRMING else "revertResize"),
                 event, error=error, host=host)
-        await records.add_fault(s, l.inst.uuid, error, host)
-        await advance_in(s, l.mig.uuid, Event.FAIL, expect=state, note=error,
+        await records.add_fault(s, job.inst.uuid, error, host)
+        await advance_in(s, job.mig.uuid, Event.FAIL, expect=state, note=error,
                          migration_fields={"error": error})
 
 
-async def mark_unrecoverable(ctx: StepContext, l: Loaded, error: str) -> None:
-    """Rollback itself keeps failing: the server goes ERROR, its source copy kept."""
+async def mark_unrecoverable(ctx: StepContext, job: Loaded, error: str) -> None:
+    """A cleanup step keeps failing: the server goes ERROR with a fault that says
+    where every copy is. Nothing is deleted; a restarted conductor resumes."""
+    state = State(job.mig.state)
+    src, dest, uuid = job.mig.source_compute, job.mig.dest_compute, job.inst.uuid
+    where = {
+        State.CONFIRMING: f"the server runs on {dest}; the source copy {uuid}_resize "
+                          f"is still on {src}",
+        State.REVERTING: f"the source copy {uuid}_resize is intact on {src}",
+        State.ROLLING_BACK: f"the source copy is kept on {src} ({uuid} or {uuid}_resize)",
+    }.get(state, "")
     async with ctx.sessions() as s, s.begin():
-        inst = (await s.execute(select(Instance).where(Instance.uuid == l.inst.uuid))
-                ).scalar_one()
+        inst = (await s.execute(select(Instance).where(Instance.uuid == uuid))).scalar_one()
         inst.vm_state = "error"
-        where = f"{l.mig.source_compute}:<instances>/{inst.uuid}_resize"
-        await records.add_fault(s, inst.uuid, f"rollback failed: {error}",
-                                l.mig.source_compute,
-                                details=f"{error}. The source copy is kept at {where}.")
+        await records.add_fault(s, uuid, f"{state.value} failed: {error}", src,
+                                details=f"{error}. {where}.")
 
 
 async def progress(ctx: StepContext, migration_uuid: str, done: int, total: int) -> None:

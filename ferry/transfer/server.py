@@ -57,6 +57,10 @@ _LINGER_SECONDS = 5.0
 _STREAM_LIMIT = 1024 * 1024
 
 
+class _ClosedBeforeHeader(Exception):
+    pass
+
+
 class TransferServer:
     def __init__(
         self,
@@ -137,6 +141,9 @@ class TransferServer:
             # that it succeeded, roll back so it can simply retry.
             await self._reply(writer, encode_result(True, result))
             ok = True
+        except _ClosedBeforeHeader:
+            # Reachability probes (connect, close) are normal: not a warning.
+            log.debug("connection from %s closed before sending a header", peer)
         except TransferRefused as exc:
             error = exc.reason
         except asyncio.IncompleteReadError:
@@ -183,8 +190,13 @@ class TransferServer:
         claimed: list[Path],
         committed: list[Path],
     ) -> dict[str, dict[str, Any]]:
-        async with asyncio.timeout(self.header_timeout):
-            kind, body = await read_frame(reader)
+        try:
+            async with asyncio.timeout(self.header_timeout):
+                kind, body = await read_frame(reader)
+        except asyncio.IncompleteReadError as exc:
+            if not exc.partial:
+                raise _ClosedBeforeHeader from None
+            raise
         if kind != KIND_HEADER:
             raise ProtocolError(f"expected a header frame, got {kind!r}")
         header = parse_header(body)

@@ -18,7 +18,8 @@ from ferry.conf import Settings
 
 def fast_settings(**overrides: Any) -> Settings:
     s = Settings(shutdown_timeout=2, shutdown_retry_interval=0.5, report_interval=0.5,
-                 service_down_time=5, periodic_interval=0.2, rollback_attempts=2)
+                 service_down_time=5, periodic_interval=0.2, rollback_attempts=2,
+                 retry_unit=0.01)
     for k, v in overrides.items():
         setattr(s, k, v)
     return s

@@ -62,6 +62,7 @@ class DiskInfo:
     virtual_size: int  # bytes the guest sees
     disk_size: int  # bytes allocated on the host
     backing_name: str = ""  # base image file name inside _base, "" if none
+    file_size: int = 0  # length of the file itself (what the data plane moves)
 
 
 @dataclass(frozen=True)

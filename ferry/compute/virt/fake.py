@@ -166,7 +166,8 @@ class FakeDriver(VirtDriver):
         with open(disk, "rb") as f:
             header = json.loads(f.read(HEADER_SIZE).rstrip(b"\0") or b"{}")
         backing = Path(header.get("backing", "")).name
-        return [DiskInfo("disk", "qcow2", st.st_size, st.st_blocks * 512, backing)]
+        return [DiskInfo("disk", "qcow2", st.st_size, st.st_blocks * 512, backing,
+                         file_size=st.st_size)]
 
     async def finish_migration(self, spec: InstanceSpec, power_on: bool) -> None:
         self.faults.check("finish_migration")
