@@ -78,9 +78,8 @@ class Bus(abc.ABC):
 
     @staticmethod
     def timeout_for(method: str, timeout: float | None) -> float:
-        if timeout is not None:
-            return timeout
+        """The method's timeout; refuses methods the catalogue does not list."""
         spec = CATALOGUE.get(method)
         if spec is None:
             raise UnknownMethod(f"{method!r} is not in the RPC catalogue")
-        return spec.timeout
+        return spec.timeout if timeout is None else timeout

@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from ferry.bus.base import Bus, BusError, BusTimeout, Handler, RemoteError
@@ -20,10 +21,17 @@ from ferry.bus.base import Bus, BusError, BusTimeout, Handler, RemoteError
 log = logging.getLogger(__name__)
 
 
+@dataclass
+class Hold:
+    reached: asyncio.Event  # set when the held message arrived
+    released: asyncio.Event  # set it to let the message run
+
+
 class MemoryBus(Bus):
     def __init__(self) -> None:
         # (topic, method) -> [(message, after)]: failures to inject, used once each.
         self._faults: dict[tuple[str, str], list[tuple[str, bool]]] = {}
+        self._holds: dict[tuple[str, str], list[Hold]] = {}
         self._queues: dict[str, asyncio.Queue[dict[str, Any]]] = {}
         self._consumers: dict[str, asyncio.Task[None]] = {}
         self._pending: dict[str, asyncio.Future[Any]] = {}
@@ -32,22 +40,15 @@ class MemoryBus(Bus):
     def _queue(self, topic: str) -> asyncio.Queue[dict[str, Any]]:
         return self._queues.setdefault(topic, asyncio.Queue())
 
-    async def _send(self, topic: str, method: str, args: dict[str, Any] | None,
-                    reply: bool) -> str:
-        msg_id = uuid.uuid4().hex
-        body = json.loads(json.dumps({"method": method, "args": args or {}, "id": msg_id,
-                                      "reply": reply}))
-        await self._queue(topic).put(body)
-        return msg_id
 
     async def call(self, topic: str, method: str, args: dict[str, Any] | None = None,
                    timeout: float | None = None) -> Any:
         wait = self.timeout_for(method, timeout)
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         msg_id = uuid.uuid4().hex
-        self._pending[msg_id] = fut
         body = json.loads(json.dumps({"method": method, "args": args or {}, "id": msg_id,
                                       "reply": True}))
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending[msg_id] = fut
         await self._queue(topic).put(body)
         try:
             return await asyncio.wait_for(fut, wait)
@@ -58,7 +59,9 @@ class MemoryBus(Bus):
 
     async def cast(self, topic: str, method: str, args: dict[str, Any] | None = None) -> None:
         self.timeout_for(method, None)  # refuse unknown methods at the sender too
-        await self._send(topic, method, args, reply=False)
+        body = json.loads(json.dumps({"method": method, "args": args or {},
+                                      "id": uuid.uuid4().hex, "reply": False}))
+        await self._queue(topic).put(body)
 
     async def serve(self, topic: str, handler: Handler) -> None:
         if topic in self._consumers:
@@ -90,12 +93,24 @@ class MemoryBus(Bus):
         """
         self._faults.setdefault((topic, method), []).append((message, after))
 
+    def hold(self, topic: str, method: str) -> Hold:
+        """Make the next `method` on `topic` wait, before it runs, until released:
+        a slow host, for tests that stop a conductor while a step is in flight."""
+        gate = Hold(asyncio.Event(), asyncio.Event())
+        self._holds.setdefault((topic, method), []).append(gate)
+        return gate
+
     def _take_fault(self, topic: str, method: str) -> tuple[str, bool] | None:
         pending = self._faults.get((topic, method))
         return pending.pop(0) if pending else None
 
     async def _run(self, topic: str, msg: dict[str, Any], handler: Handler) -> None:
         fault = self._take_fault(topic, msg["method"])
+        gates = self._holds.get((topic, msg["method"]))
+        if gates:
+            gate = gates.pop(0)
+            gate.reached.set()
+            await gate.released.wait()
         try:
             if fault is not None and not fault[1]:
                 raise BusError(f"{fault[0]} ({msg['method']} on {topic})")

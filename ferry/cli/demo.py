@@ -92,7 +92,9 @@ def _run(client: FerryClient, state_dir: Path, driver: str, keep: bool) -> None:
     client.action(s["id"], {"migrate": None})
     mig = client.migrations(s["id"])[0]
     console.print(f"migrating {s['id']} away from {src} (migration {mig['uuid']})")
-    mig = render.watch(client, mig["uuid"], console)
+    mig = render.watch(client, mig["uuid"], console, transient=True)
+    console.print(f"[bold]VERIFY_RESIZE[/bold] after {len(mig['steps'])} steps; "
+                  f"guest downtime so far {mig['downtime_s'] or 0:.2f}s")
     if mig["status"] != "finished":
         console.print(f"[red]migration ended {mig['status']}:[/red] {mig['error']}")
         raise typer.Exit(1)
@@ -110,7 +112,8 @@ def _run(client: FerryClient, state_dir: Path, driver: str, keep: bool) -> None:
             raise typer.Exit(1)
 
     client.action(s["id"], {"confirmResize": None})
-    mig = render.watch(client, mig["uuid"], console, until=render.FINAL_STATUSES)
+    mig = render.watch(client, mig["uuid"], console, until=render.FINAL_STATUSES,
+                       transient=True)
     client.wait_server(s["id"], {"ACTIVE"})
     console.print(render.timeline(mig))
     if not keep:

@@ -30,11 +30,13 @@ def timeline(mig: dict[str, Any]) -> Table:
     table.add_column("note", overflow="fold")
     steps = mig.get("steps") or []
     for i, st in enumerate(steps):
-        if i + 1 < len(steps):
-            dur = f"{(_t(steps[i + 1]['at']) - _t(st['at'])).total_seconds():.2f}s"
+        # A step's note is written by the event that ended it (the next entry).
+        nxt = steps[i + 1] if i + 1 < len(steps) else None
+        if nxt is not None:
+            dur = f"{(_t(nxt['at']) - _t(st['at'])).total_seconds():.2f}s"
         else:
             dur = "…" if mig["status"] not in RESTING_STATUSES else ""
-        table.add_row(st["phase"], st["at"][11:23], dur, st.get("note", ""))
+        table.add_row(st["phase"], st["at"][11:23], dur, (nxt or {}).get("note", ""))
     if mig.get("downtime_s") is not None:
         table.caption = f"guest downtime (power-off to running): {mig['downtime_s']:.2f}s"
     if mig.get("error"):
@@ -43,7 +45,7 @@ def timeline(mig: dict[str, Any]) -> Table:
 
 
 def watch(client: FerryClient, ident: str, console: Console, until: set[str] | None = None,
-          timeout: float = 1800) -> dict[str, Any]:
+          timeout: float = 1800, transient: bool = False) -> dict[str, Any]:
     """Live view until the migration's status is in `until` (default: it rests)."""
     until = until or RESTING_STATUSES
     bar = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
@@ -51,7 +53,8 @@ def watch(client: FerryClient, ident: str, console: Console, until: set[str] | N
     task = bar.add_task("disks", total=None)
     deadline = time.monotonic() + timeout
     mig = client.migration(ident)
-    with Live(Group(timeline(mig), bar), console=console, refresh_per_second=4) as live:
+    with Live(Group(timeline(mig), bar), console=console, refresh_per_second=4,
+              transient=transient) as live:
         while mig["status"] not in until and time.monotonic() < deadline:
             time.sleep(0.25)
             mig = client.migration(ident)

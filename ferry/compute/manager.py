@@ -17,7 +17,7 @@ import shutil
 import time
 from typing import Any
 
-from ferry.bus.base import Bus
+from ferry.bus.base import Bus, Handler, endpoint_handler
 from ferry.bus.catalogue import CONDUCTOR_TOPIC, compute_topic
 from ferry.compute.instance_store import InstanceStore, base_name
 from ferry.compute.virt.driver import InstanceSpec, VirtDriver
@@ -29,6 +29,21 @@ log = logging.getLogger(__name__)
 
 class PreflightFailed(Exception):
     pass
+
+
+class StaleRequest(Exception):
+    pass
+
+
+_READ_ONLY = frozenset({"console_output", "power_state", "host_resources"})
+
+
+def _instance_key(args: dict[str, Any]) -> str | None:
+    for name in ("uuid", "instance_uuid"):
+        if isinstance(args.get(name), str):
+            return str(args[name])
+    inst = args.get("instance")
+    return str(inst["uuid"]) if isinstance(inst, dict) and "uuid" in inst else None
 
 
 def spec_from(instance: dict[str, Any], image: dict[str, Any] | None = None) -> InstanceSpec:
@@ -56,6 +71,8 @@ class ComputeManager:
         self.transfer = TransferServer(data_host, data_port, self.tokens)
         self.report_interval = report_interval
         self._heartbeat: asyncio.Task[None] | None = None
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._fences: dict[str, tuple[int, ...]] = {}
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -67,10 +84,37 @@ class ComputeManager:
         await self.bus.serve(compute_topic(self.host), self._dispatch())
         self._heartbeat = asyncio.create_task(self._heartbeat_loop())
 
-    def _dispatch(self):  # type: ignore[no-untyped-def]
-        from ferry.bus.base import endpoint_handler
+    def _dispatch(self) -> Handler:
+        inner = endpoint_handler(self, "compute")
 
-        return endpoint_handler(self, "compute")
+        async def handle(method: str, args: dict[str, Any]) -> Any:
+            fence = args.pop("fence", None)
+            key = _instance_key(args)
+            if key is None or method in _READ_ONLY:
+                return await inner(method, args)
+            # One operation per instance at a time (Nova's synchronized(uuid)): a
+            # rollback sent by a restarted conductor waits for the step that an
+            # earlier conductor started, instead of racing it.
+            lock = self._locks.setdefault(key, asyncio.Lock())
+            async with lock:
+                if fence is not None:
+                    self._check_fence(key, method, tuple(fence))
+                return await inner(method, args)
+
+        return handle
+
+    def _check_fence(self, key: str, method: str, fence: tuple[int, ...]) -> None:
+        """Refuse a step older than one already done for this instance.
+
+        The conductor tags every migration step with (migration id, generation).
+        A message delayed past a conductor's death must not run after the new
+        conductor's rollback: it would power the guest off again.
+        """
+        seen = self._fences.get(key)
+        if seen is not None and fence < seen:
+            raise StaleRequest(f"{method} for {key} is older than a step already done "
+                               f"({list(fence)} < {list(seen)}); ignored")
+        self._fences[key] = fence
 
     async def stop(self) -> None:
         if self._heartbeat:

@@ -161,7 +161,7 @@ SOURCE_TOUCHED = frozenset(
 
 class InvalidTransition(Exception):
     def __init__(self, state: str, event: str) -> None:
-        super().__init__(f"event {event!r} is not allowed in state {state!r}")
+        super().__init__(f"event '{event}' is not allowed in state '{state}'")
         self.state = state
         self.event = event
 

@@ -83,8 +83,11 @@ async def load(ctx: StepContext, migration_uuid: str) -> Loaded:
         return Loaded(mig, inst, new, old, records.image_payload(image, inst.image_ref))
 
 
-async def _call(ctx: StepContext, host: str, method: str, **args: Any) -> Any:
-    return await ctx.bus.call(compute_topic(host), method, args)
+async def _call(ctx: StepContext, job: Loaded, host: str, method: str, **args: Any) -> Any:
+    """RPC to a host, fenced with (migration id, generation) so that the host
+    refuses a step that arrives after a later one (see ComputeManager)."""
+    fence = [job.mig.id, job.mig.generation]
+    return await ctx.bus.call(compute_topic(host), method, {**args, "fence": fence})
 
 
 # -- SCHEDULING ---------------------------------------------------------------
@@ -160,10 +163,10 @@ async def step_checking(ctx: StepContext, job: Loaded) -> None:
                                   dest)
     try:
         disk_bytes = records.flavor_resources(job.flavor)["DISK_GB"] << 30
-        info = await _call(ctx, dest, "check_can_migrate_to", instance=job.payload(),
+        info = await _call(ctx, job, dest, "check_can_migrate_to", instance=job.payload(),
                            image=job.image, disk_bytes=disk_bytes)
-        shared = await _shared_storage(ctx, src, dest)
-        if not shared and not await _call(ctx, src, "check_data_plane",
+        shared = await _shared_storage(ctx, job, src, dest)
+        if not shared and not await _call(ctx, job, src, "check_data_plane",
                                           address=info["data_address"]):
             raise RuntimeError(f"{src} cannot reach the data plane of {dest} at "
                                f"{info['data_address']}")
@@ -178,13 +181,13 @@ async def step_checking(ctx: StepContext, job: Loaded) -> None:
                                            "dest_host": info["data_address"]})
 
 
-async def _shared_storage(ctx: StepContext, src: str, dest: str) -> bool:
+async def _shared_storage(ctx: StepContext, job: Loaded, src: str, dest: str) -> bool:
     """Nova's test: a file made on the destination, looked for on the source."""
-    name = await _call(ctx, dest, "create_shared_probe")
+    name = await _call(ctx, job, dest, "create_shared_probe")
     try:
-        return bool(await _call(ctx, src, "check_shared_probe", name=name))
+        return bool(await _call(ctx, job, src, "check_shared_probe", name=name))
     finally:
-        await _call(ctx, dest, "remove_shared_probe", name=name)
+        await _call(ctx, job, dest, "remove_shared_probe", name=name)
 
 
 async def _preflight_failed(ctx: StepContext, job: Loaded, reason: str) -> None:
@@ -211,7 +214,7 @@ async def step_powering_off(ctx: StepContext, job: Loaded) -> None:
         await records.event_start(s, job.inst.uuid, action_name(job.mig),
                                   "compute_resize_instance", src)
     started = utcnow()
-    result = await _call(ctx, src, "power_off_for_migration", uuid=job.inst.uuid,
+    result = await _call(ctx, job, src, "power_off_for_migration", uuid=job.inst.uuid,
                          timeout=ctx.settings.shutdown_timeout,
                          retry_interval=ctx.settings.shutdown_retry_interval)
     disks = result["disks"]
@@ -228,12 +231,12 @@ async def step_transferring(ctx: StepContext, job: Loaded) -> None:
     names = [d["name"] for d in mig.disk_info]
     token = new_token()
     if not mig.shared_storage:
-        await _call(ctx, dest, "expect_transfer", token=token, migration_uuid=mig.uuid,
+        await _call(ctx, job, dest, "expect_transfer", token=token, migration_uuid=mig.uuid,
                     instance_uuid=job.inst.uuid,
                     files={d["name"]: d["file_size"] for d in mig.disk_info},
                     ttl=ctx.settings.transfer_token_ttl)
-    result = await _call(ctx, src, "send_disks", uuid=job.inst.uuid, migration_uuid=mig.uuid,
-                         address=mig.dest_host, token=token, names=names,
+    result = await _call(ctx, job, src, "send_disks", uuid=job.inst.uuid,
+                         migration_uuid=mig.uuid, address=mig.dest_host, token=token, names=names,
                          shared=bool(mig.shared_storage))
     note = ("shared storage: copied locally" if mig.shared_storage else
             f"{result['bytes_sent']} bytes in {result['seconds']:.2f}s, verified")
@@ -253,7 +256,8 @@ async def step_preparing(ctx: StepContext, job: Loaded) -> None:
     async with ctx.sessions() as s, s.begin():
         await records.event_start(s, job.inst.uuid, action_name(job.mig),
                                   "compute_finish_resize", dest)
-    await _call(ctx, dest, "prepare_migrated_instance", instance=job.payload(), image=job.image)
+    await _call(ctx, job, dest, "prepare_migrated_instance", instance=job.payload(),
+                image=job.image)
     await advance(ctx.sessions, job.mig.uuid, Event.PREPARED, expect=State.PREPARING)
 
 
@@ -262,7 +266,7 @@ async def step_starting(ctx: StepContext, job: Loaded) -> None:
     dest = mig.dest_compute
     assert dest
     power_on = mig.old_vm_state != "stopped"
-    power_state = await _call(ctx, dest, "finish_migration", instance=job.payload(),
+    power_state = await _call(ctx, job, dest, "finish_migration", instance=job.payload(),
                               image=job.image, power_on=power_on)
     now = utcnow()
     downtime = (now - mig.powered_off_at).total_seconds() if (
@@ -286,7 +290,7 @@ async def step_confirming(ctx: StepContext, job: Loaded) -> None:
     assert src
     async with ctx.sessions() as s, s.begin():
         await records.event_start(s, job.inst.uuid, "confirmResize", "compute_confirm_resize", src)
-    await _call(ctx, src, "confirm_migration", uuid=job.inst.uuid)
+    await _call(ctx, job, src, "confirm_migration", uuid=job.inst.uuid)
     async with ctx.sessions() as s, s.begin():
         await placement.delete_allocations(s, job.mig.uuid)
         await records.event_finish(s, job.inst.uuid, "confirmResize", "compute_confirm_resize")
@@ -302,14 +306,15 @@ async def step_reverting(ctx: StepContext, job: Loaded) -> None:
     assert src and dest
     async with ctx.sessions() as s, s.begin():
         await records.event_start(s, job.inst.uuid, "revertResize", "compute_revert_resize", dest)
-    await _call(ctx, dest, "revert_migration", uuid=job.inst.uuid, migration_uuid=mig.uuid,
+    await _call(ctx, job, dest, "revert_migration", uuid=job.inst.uuid, migration_uuid=mig.uuid,
                 shared=bool(mig.shared_storage))
     async with ctx.sessions() as s, s.begin():
         await records.event_finish(s, job.inst.uuid, "revertResize", "compute_revert_resize")
         await records.event_start(s, job.inst.uuid, "revertResize",
                                   "compute_finish_revert_resize", src)
-    power_state = await _call(ctx, src, "finish_revert_migration", instance=job.payload(old=True),
-                              image=job.image, power_on=mig.old_vm_state != "stopped")
+    power_state = await _call(ctx, job, src, "finish_revert_migration",
+                              instance=job.payload(old=True), image=job.image,
+                              power_on=mig.old_vm_state != "stopped")
     async with ctx.sessions() as s, s.begin():
         await placement.move_allocations(s, mig.uuid, job.inst.uuid)
         await records.event_finish(s, job.inst.uuid, "revertResize",
@@ -336,13 +341,13 @@ async def step_rolling_back(ctx: StepContext, job: Loaded) -> None:
     notes = []
     if dest:
         try:
-            await _call(ctx, dest, "revert_migration", uuid=job.inst.uuid,
+            await _call(ctx, job, dest, "revert_migration", uuid=job.inst.uuid,
                         migration_uuid=mig.uuid, shared=bool(mig.shared_storage))
         except Exception as exc:
             notes.append(f"cleanup on {dest} failed ({exc}); it will hold a stale copy")
     power_state = None
     if source_touched(mig):
-        power_state = await _call(ctx, src, "finish_revert_migration",
+        power_state = await _call(ctx, job, src, "finish_revert_migration",
                                   instance=job.payload(old=True), image=job.image,
                                   power_on=mig.old_vm_state != "stopped")
     async with ctx.sessions() as s, s.begin():

@@ -210,11 +210,20 @@ async def move_allocations(session: AsyncSession, from_consumer: str, to_consume
     src = await session.get(Consumer, from_consumer)
     await _ensure_consumer(session, to_consumer, src.project_id if src else "",
                            src.user_id if src else "")
-    await session.execute(
-        update(Allocation)
-        .where(Allocation.consumer_id == from_consumer)
-        .values(consumer_id=to_consumer)
-        .execution_options(synchronize_session=False)
-    )
+    # Merge row by row: without `replace` the target may already hold the same
+    # class on the same provider, and the (provider, consumer, class) key is unique.
+    rows = (await session.execute(select(Allocation).where(
+        Allocation.consumer_id.in_((from_consumer, to_consumer))))).scalars().all()
+    target = {(a.provider_id, a.resource_class): a for a in rows
+              if a.consumer_id == to_consumer}
+    for a in rows:
+        if a.consumer_id != from_consumer:
+            continue
+        existing = target.get((a.provider_id, a.resource_class))
+        if existing is not None:
+            existing.used += a.used
+            await session.delete(a)
+        else:
+            a.consumer_id = to_consumer
     await session.execute(delete(Consumer).where(Consumer.uuid == from_consumer))
     await session.flush()

@@ -11,8 +11,8 @@ import pytest
 
 from ferry.bus.catalogue import compute_topic
 from ferry.bus.memory import MemoryBus
-from tests.functional import invariants
-from tests.functional.conftest import Cloud
+from tests.support import invariants
+from tests.support.cloud import Cloud
 
 # (state whose step fails, method, which host) for every step that calls a host.
 FORWARD_FAILURES = [

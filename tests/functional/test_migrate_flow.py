@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.functional.conftest import Cloud
+from tests.support.cloud import Cloud
 
 
 async def test_migrate_confirm_moves_server_and_disk(cloud: Cloud) -> None:

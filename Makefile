@@ -1,0 +1,42 @@
+# Two commands set everything up on a fresh Debian machine:
+#   make demo   - the main job: a real guest migrated between two hosts
+#   make test   - the whole test suite
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test test-fast lint typecheck check system-deps daemons clean
+
+system-deps:
+	@scripts/system-deps.sh
+
+$(STAMP): pyproject.toml | system-deps
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev,libvirt]'
+	@touch $(STAMP)
+
+daemons: system-deps
+	@scripts/start-daemons.sh
+
+demo: $(STAMP) daemons
+	$(BIN)/ferry demo
+
+test: $(STAMP) daemons
+	$(BIN)/pytest -q -ra
+
+# Without libvirt: unit and functional tests only (seconds).
+test-fast: $(STAMP)
+	$(BIN)/pytest -q -m "not libvirt"
+
+lint: $(STAMP)
+	$(BIN)/ruff check ferry tests bench
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+check: lint typecheck test
+
+clean:
+	rm -rf $(VENV) state .pytest_cache .mypy_cache .ruff_cache
