@@ -150,6 +150,13 @@ async def test_real_guest_conductor_restart_mid_migration(real_cloud: Cloud,
     assert s["OS-EXT-SRV-ATTR:host"] == src
     [mig] = await cloud.migrations(sid)
     assert mig["status"] == "error"
-    m = await wait_marker(cloud, sid, 2)
-    assert (m.boot, m.payload_ok) == (2, True)
+    # Depending on whether the power-off had reached the host before the
+    # conductor stopped, the guest either never went down (boot=1) or was
+    # brought back up from its own disk (boot=2); either way it runs on the
+    # source, its payload intact, and stays up (no late power-off).
+    m = await wait_marker(cloud, sid, 1)
+    assert m.boot in (1, 2) and m.payload_ok
+    await asyncio.sleep(3)
+    assert (await cloud.server(sid))["OS-EXT-STS:power_state"] == 1
+    assert await cloud.cloud.compute(src).driver.power_state(sid) == 1
     assert not cloud.cloud.compute(src).store.resize_path(sid).exists()
