@@ -7,6 +7,11 @@ missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+# The guest image builder resolves and downloads Debian packages: it needs
+# package lists even when every tool is already installed.
+if [ "$(id -u)" -eq 0 ] && ! ls /var/lib/apt/lists/*_Packages >/dev/null 2>&1; then
+  apt-get update -qq
+fi
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
 fi
