@@ -32,18 +32,22 @@ async def latest_action(session: AsyncSession, instance_uuid: str,
     ).scalar_one_or_none()
 
 
-async def event_start(session: AsyncSession, instance_uuid: str, action: str, event: str,
-                      host: str | None) -> None:
-    act = await latest_action(session, instance_uuid, action)
-    if act is None:
-        return
-    existing = (
+async def _event(session: AsyncSession, act: InstanceAction,
+                 event: str) -> InstanceActionEvent | None:
+    return (
         await session.execute(
             select(InstanceActionEvent).where(InstanceActionEvent.action_id == act.id,
                                               InstanceActionEvent.event == event)
         )
     ).scalar_one_or_none()
-    if existing is None:
+
+
+async def event_start(session: AsyncSession, instance_uuid: str, action: str, event: str,
+                      host: str | None) -> None:
+    act = await latest_action(session, instance_uuid, action)
+    if act is None:
+        return
+    if await _event(session, act, event) is None:
         session.add(InstanceActionEvent(action_id=act.id, event=event, host=host))
         act.updated_at = utcnow()
 
@@ -53,12 +57,7 @@ async def event_finish(session: AsyncSession, instance_uuid: str, action: str, e
     act = await latest_action(session, instance_uuid, action)
     if act is None:
         return
-    ev = (
-        await session.execute(
-            select(InstanceActionEvent).where(InstanceActionEvent.action_id == act.id,
-                                              InstanceActionEvent.event == event)
-        )
-    ).scalar_one_or_none()
+    ev = await _event(session, act, event)
     if ev is None:
         ev = InstanceActionEvent(action_id=act.id, event=event, host=host)
         session.add(ev)

@@ -4,18 +4,13 @@ database made by the project's Alembic migrations."""
 from __future__ import annotations
 
 import asyncio
-import shutil
 import uuid as uuidlib
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from ferry.db.migrate import upgrade
 from ferry.db.models import Consumer, Inventory, ResourceProvider
-from ferry.db.session import make_engine, make_sessionmaker
 from ferry.scheduler import placement
 from ferry.scheduler.placement import ClaimFailed, InventoryRecord
 
@@ -28,22 +23,6 @@ HOST = {
     "DISK_GB": InventoryRecord(100, 0, 1.0),
 }
 SMALL = {"VCPU": 1, "MEMORY_MB": 512, "DISK_GB": 10}
-
-
-@pytest.fixture(scope="session")
-def schema_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("schema") / "template.db"
-    upgrade(f"sqlite+aiosqlite:///{path}")
-    return path
-
-
-@pytest.fixture
-async def sessions(schema_db: Path, tmp_path: Path) -> AsyncIterator[Sessions]:
-    db = tmp_path / "x.db"
-    shutil.copy(schema_db, db)
-    engine = make_engine(f"sqlite+aiosqlite:///{db}")
-    yield make_sessionmaker(engine)
-    await engine.dispose()
 
 
 async def _provider(sessions: Sessions, name: str,

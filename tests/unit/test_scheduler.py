@@ -5,17 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import shutil
 import uuid as uuidlib
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from ferry.db.migrate import upgrade
 from ferry.db.models import Service, utcnow
-from ferry.db.session import make_engine, make_sessionmaker
 from ferry.scheduler import placement
 from ferry.scheduler.filters import (
     DEFAULT_FILTERS,
@@ -170,22 +165,6 @@ def test_weigh_nothing_and_one_host() -> None:
 
 
 # -- select_destinations on a real database ------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def schema_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("schema") / "template.db"
-    upgrade(f"sqlite+aiosqlite:///{path}")
-    return path
-
-
-@pytest.fixture
-async def sessions(schema_db: Path, tmp_path: Path) -> AsyncIterator[Sessions]:
-    db = tmp_path / "x.db"
-    shutil.copy(schema_db, db)
-    engine = make_engine(f"sqlite+aiosqlite:///{db}")
-    yield make_sessionmaker(engine)
-    await engine.dispose()
 
 
 async def _compute(sessions: Sessions, name: str, *, ram: int = 4096, used_ram: int = 0,

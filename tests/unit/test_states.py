@@ -6,12 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import shutil
 import uuid as uuidlib
 from collections import deque
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 from sqlalchemy import select
@@ -34,9 +31,7 @@ from ferry.conductor.states import (
 )
 from ferry.conductor.steps import STEPS
 from ferry.conductor.transitions import ConcurrentUpdate, advance, advance_in
-from ferry.db.migrate import upgrade
 from ferry.db.models import Flavor, Instance, Migration
-from ferry.db.session import make_engine, make_sessionmaker
 
 NON_FINAL = [s for s in State if s not in FINAL]
 
@@ -205,23 +200,6 @@ def test_invalid_transition_message_names_plain_values() -> None:
 
 
 # -- advance() on a real database ----------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def schema_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("schema") / "template.db"
-    upgrade(f"sqlite+aiosqlite:///{path}")
-    return path
-
-
-@pytest.fixture
-async def sessions(schema_db: Path,
-                   tmp_path: Path) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
-    db = tmp_path / "x.db"
-    shutil.copy(schema_db, db)
-    engine = make_engine(f"sqlite+aiosqlite:///{db}")
-    yield make_sessionmaker(engine)
-    await engine.dispose()
 
 
 @dataclass
