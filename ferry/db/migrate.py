@@ -12,17 +12,16 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 
-from ferry.db.session import sync_url
-
 HERE = Path(__file__).resolve().parent
 
 
 def alembic_config(url: str) -> Config:
     cfg = Config()
     cfg.set_main_option("script_location", str(HERE / "migrations"))
-    cfg.set_main_option("sqlalchemy.url", sync_url(url))
+    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     return cfg
 
 
 def upgrade(url: str, revision: str = "head") -> None:
+    """Blocking: runs its own event loop, so call it from a thread inside async code."""
     command.upgrade(alembic_config(url), revision)
