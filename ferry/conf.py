@@ -32,5 +32,8 @@ class Settings:
     periodic_interval: float = 2.0
     # attempts at rolling a failed migration back before the server is set ERROR
     rollback_attempts: int = 3
+    # conductor leases on migrations: lifetime, and how often they are renewed
+    conductor_lease_seconds: float = 30.0
+    lease_renew_interval: float = 10.0
     # seconds per backoff unit between retries (2, 4, 8... units)
     retry_unit: float = 1.0

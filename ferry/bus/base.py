@@ -9,6 +9,7 @@ the exception's class name and message, never as a pickled object.
 from __future__ import annotations
 
 import abc
+import inspect
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -35,7 +36,12 @@ class BusTimeout(BusError):
     pass
 
 
-class UnknownMethod(BusError):
+class BadMessage(BusError):
+    """A message that can never succeed (unknown method, arguments that do not
+    fit its signature): brokers dead-letter it instead of redelivering it."""
+
+
+class UnknownMethod(BadMessage):
     pass
 
 
@@ -49,6 +55,12 @@ def endpoint_handler(endpoint: object, server_kind: str) -> Handler:
         fn = getattr(endpoint, method, None)
         if fn is None:
             raise UnknownMethod(f"{type(endpoint).__name__} does not implement {method!r}")
+        if not isinstance(args, dict):
+            raise BadMessage(f"arguments of {method} must be an object")
+        try:
+            inspect.signature(fn).bind(**args)
+        except TypeError as exc:
+            raise BadMessage(f"bad arguments for {method}: {exc}") from None
         return await fn(**args)
 
     return handle
@@ -65,12 +77,15 @@ class Bus(abc.ABC):
         """Send without waiting."""
 
     @abc.abstractmethod
-    async def serve(self, topic: str, handler: Handler) -> None:
-        """Consume `topic`, running `handler` for every message."""
+    async def serve(self, topic: str, handler: Handler) -> str:
+        """Consume `topic`, running `handler` for every message; returns a tag.
+
+        Several consumers of one topic compete: each message goes to one."""
 
     @abc.abstractmethod
-    async def unserve(self, topic: str) -> None:
-        """Stop consuming `topic` (messages sent meanwhile wait in its queue)."""
+    async def unserve(self, topic: str, tag: str | None = None) -> None:
+        """Stop that consumer (all of the topic's when no tag is given); messages
+        sent meanwhile wait in the topic's queue."""
 
     @abc.abstractmethod
     async def close(self) -> None:

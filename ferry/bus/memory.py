@@ -33,7 +33,7 @@ class MemoryBus(Bus):
         self._faults: dict[tuple[str, str], list[tuple[str, bool]]] = {}
         self._holds: dict[tuple[str, str], list[Hold]] = {}
         self._queues: dict[str, asyncio.Queue[dict[str, Any]]] = {}
-        self._consumers: dict[str, asyncio.Task[None]] = {}
+        self._consumers: dict[str, dict[str, asyncio.Task[None]]] = {}
         self._pending: dict[str, asyncio.Future[Any]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -63,18 +63,23 @@ class MemoryBus(Bus):
                                       "id": uuid.uuid4().hex, "reply": False}))
         await self._queue(topic).put(body)
 
-    async def serve(self, topic: str, handler: Handler) -> None:
-        if topic in self._consumers:
-            raise BusError(f"{topic} already has a consumer")
+    async def serve(self, topic: str, handler: Handler) -> str:
+        # Several consumers of one topic compete for its messages, as several
+        # conductors share the "conductor" queue on a broker.
+        tag = uuid.uuid4().hex
         queue = self._queue(topic)
-        self._consumers[topic] = asyncio.create_task(self._consume(topic, queue, handler))
+        self._consumers.setdefault(topic, {})[tag] = asyncio.create_task(
+            self._consume(topic, queue, handler))
+        return tag
 
-    async def unserve(self, topic: str) -> None:
-        task = self._consumers.pop(topic, None)
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+    async def unserve(self, topic: str, tag: str | None = None) -> None:
+        consumers = self._consumers.get(topic, {})
+        for t in [tag] if tag is not None else list(consumers):
+            task = consumers.pop(t, None)
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
     async def _consume(self, topic: str, queue: asyncio.Queue[dict[str, Any]],
                        handler: Handler) -> None:

@@ -11,6 +11,8 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+import socket
+import time
 import uuid as uuidlib
 from typing import Any
 
@@ -19,8 +21,9 @@ from sqlalchemy import select
 from ferry.bus.base import Bus, endpoint_handler
 from ferry.bus.catalogue import CONDUCTOR_TOPIC
 from ferry.conductor import servers, steps
+from ferry.conductor.lease import Leases
 from ferry.conductor.runner import MigrationRunner
-from ferry.conductor.states import FINAL, Event, State
+from ferry.conductor.states import Event, State
 from ferry.conductor.steps import StepContext
 from ferry.conductor.transitions import ConcurrentUpdate, advance
 from ferry.conf import Settings
@@ -32,29 +35,38 @@ log = logging.getLogger(__name__)
 
 
 class ConductorEndpoint:
-    def __init__(self, ctx: StepContext, name: str = "conductor") -> None:
+    def __init__(self, ctx: StepContext, name: str | None = None) -> None:
         self.ctx = ctx
-        self.name = name
-        self.runner = MigrationRunner(ctx)
+        # Stable per host by default, so a restarted conductor takes its own
+        # leases back at once; several conductors need distinct names.
+        self.name = name or f"conductor@{socket.gethostname()}"
+        self.leases = Leases(ctx.sessions, self.name, ctx.settings.conductor_lease_seconds)
+        self.runner = MigrationRunner(ctx, self.leases)
+        self._last_renew = 0.0
+        self._tag: str | None = None
         self._periodic: asyncio.Task[None] | None = None
         self._jobs: set[asyncio.Task[None]] = set()
 
     @classmethod
-    def create(cls, sessions: Any, bus: Bus, settings: Settings) -> ConductorEndpoint:
-        return cls(StepContext(sessions, bus, settings))
+    def create(cls, sessions: Any, bus: Bus, settings: Settings,
+               name: str | None = None) -> ConductorEndpoint:
+        return cls(StepContext(sessions, bus, settings), name)
 
     async def start(self) -> None:
-        await self.ctx.bus.serve(CONDUCTOR_TOPIC, endpoint_handler(self, "conductor"))
+        self._tag = await self.ctx.bus.serve(CONDUCTOR_TOPIC,
+                                             endpoint_handler(self, "conductor"))
         await self.recover()
         self._periodic = asyncio.create_task(self._periodic_loop())
 
-    async def stop(self) -> None:
+    async def stop(self, release: bool = True) -> None:
+        """Stop serving. `release=False` keeps the leases, as a crash would, so
+        another conductor takes over only once they expire."""
         if self._periodic:
             self._periodic.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._periodic
-        await self.ctx.bus.unserve(CONDUCTOR_TOPIC)
-        await self.runner.stop()
+        await self.ctx.bus.unserve(CONDUCTOR_TOPIC, self._tag)
+        await self.runner.stop(release=release)
         for t in list(self._jobs):
             t.cancel()
         await asyncio.gather(*self._jobs, return_exceptions=True)
@@ -71,15 +83,17 @@ class ConductorEndpoint:
             await self.runner.wait_idle()
 
     async def recover(self) -> None:
-        async with self.ctx.sessions() as s:
-            rows = (await s.execute(select(Migration.uuid, Migration.state).where(
-                Migration.state.not_in([x.value for x in FINAL])))).all()
-        for mig_uuid, state in rows:
-            log.info("recovering migration %s in %s", mig_uuid, state)
-            try:
-                await self.runner.recover(mig_uuid, State(state))
-            except ConcurrentUpdate:
+        """Take over every unfinished migration no live conductor drives."""
+        for mig_uuid, state in await self.leases.orphans():
+            if mig_uuid in self.runner.running():
                 continue
+            log.info("%s takes over migration %s in %s", self.name, mig_uuid, state)
+            self.runner.recover(mig_uuid, State(state))
+
+    async def renew_leases(self) -> None:
+        for lost in await self.leases.renew(self.runner.running()):
+            log.warning("%s lost the lease on migration %s", self.name, lost)
+            self.runner.cancel(lost)
 
     # -- RPC: migrations -----------------------------------------------------------
 
@@ -137,9 +151,15 @@ class ConductorEndpoint:
     # -- periodic ------------------------------------------------------------------------
 
     async def _periodic_loop(self) -> None:
+        st = self.ctx.settings
         while True:
-            await asyncio.sleep(self.ctx.settings.periodic_interval)
+            await asyncio.sleep(st.periodic_interval)
             try:
+                now = time.monotonic()
+                if now - self._last_renew >= st.lease_renew_interval:
+                    self._last_renew = now
+                    await self.renew_leases()
+                    await self.recover()
                 await self.auto_confirm()
             except Exception:
                 log.exception("periodic job failed")

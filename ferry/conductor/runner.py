@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from ferry.conductor.lease import Leases
 from ferry.conductor.states import (
     FINAL,
     ON_FAILURE,
@@ -30,23 +31,52 @@ RESTING = FINAL | {State.VERIFY}
 
 
 class MigrationRunner:
-    def __init__(self, ctx: StepContext) -> None:
+    def __init__(self, ctx: StepContext, leases: Leases) -> None:
         self.ctx = ctx
+        self.leases = leases
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._release = True
+
+    def running(self) -> list[str]:
+        return [u for u, t in self._tasks.items() if not t.done()]
 
     def start(self, migration_uuid: str) -> None:
         """Run the migration in the background unless it already runs here."""
         task = self._tasks.get(migration_uuid)
         if task is not None and not task.done():
             return
-        task = asyncio.create_task(self.run(migration_uuid), name=f"migration-{migration_uuid}")
+        task = asyncio.create_task(self._leased(migration_uuid, None),
+                                   name=f"migration-{migration_uuid}")
         self._tasks[migration_uuid] = task
+
+    def cancel(self, migration_uuid: str) -> None:
+        """Our lease was taken over: stop driving this migration here."""
+        task = self._tasks.get(migration_uuid)
+        if task is not None:
+            task.cancel()
+
+    async def _leased(self, migration_uuid: str, recover_from: State | None) -> None:
+        if not await self.leases.acquire(migration_uuid):
+            log.info("migration %s is driven by another conductor", migration_uuid)
+            return
+        try:
+            if recover_from is not None and \
+                    ON_RESTART[recover_from] == RestartAction.ROLL_BACK:
+                await advance(self.ctx.sessions, migration_uuid, Event.FAIL,
+                              expect=recover_from,
+                              note=f"conductor restarted while {recover_from}: rolling back",
+                              migration_fields={"error": f"interrupted while {recover_from}"})
+            await self.run(migration_uuid)
+        finally:
+            if self._release:
+                await asyncio.shield(self.leases.release(migration_uuid))
 
     async def wait_idle(self) -> None:
         while any(not t.done() for t in self._tasks.values()):
             await asyncio.gather(*self._tasks.values(), return_exceptions=True)
 
-    async def stop(self) -> None:
+    async def stop(self, release: bool = True) -> None:
+        self._release = release
         for t in self._tasks.values():
             t.cancel()
         await asyncio.gather(*self._tasks.values(), return_exceptions=True)
@@ -77,13 +107,12 @@ class MigrationRunner:
                     continue
                 await record_failure(self.ctx, loaded, error)
 
-    async def recover(self, migration_uuid: str, state: State) -> None:
-        """What a (re)started conductor does with a migration it finds unfinished."""
-        action = ON_RESTART[state]
-        if action == RestartAction.WAIT:
+    def recover(self, migration_uuid: str, state: State) -> None:
+        """Take over an unfinished migration nobody drives, as ON_RESTART says."""
+        if ON_RESTART[state] == RestartAction.WAIT:
             return
-        if action == RestartAction.ROLL_BACK:
-            await advance(self.ctx.sessions, migration_uuid, Event.FAIL, expect=state,
-                          note=f"conductor restarted while {state}: rolling back",
-                          migration_fields={"error": f"interrupted while {state}"})
-        self.start(migration_uuid)
+        task = self._tasks.get(migration_uuid)
+        if task is not None and not task.done():
+            return
+        self._tasks[migration_uuid] = asyncio.create_task(
+            self._leased(migration_uuid, state), name=f"migration-{migration_uuid}")

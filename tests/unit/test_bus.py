@@ -213,9 +213,18 @@ async def test_a_call_made_before_the_consumer_starts_is_answered(bus: MemoryBus
     assert (await pending)["uuid"] == "u1"
 
 
-async def test_a_topic_has_one_consumer(bus: MemoryBus, compute: FakeCompute) -> None:
-    with pytest.raises(BusError, match="already has a consumer"):
-        await bus.serve(TOPIC, endpoint_handler(FakeCompute(), "compute"))
+async def test_consumers_of_one_topic_compete(bus: MemoryBus, compute: FakeCompute) -> None:
+    other = FakeCompute()
+    tag = await bus.serve(TOPIC, endpoint_handler(other, "compute"))
+    for i in range(20):
+        await bus.cast(TOPIC, "start_instance", {"uuid": f"u{i}"})
+    for _ in range(100):
+        await asyncio.sleep(0.01)
+        if len(compute.started) + len(other.started) == 20:
+            break
+    # every message went to exactly one consumer
+    assert sorted(compute.started + other.started) == sorted(f"u{i}" for i in range(20))
+    await bus.unserve(TOPIC, tag)
 
 
 # -- JSON only ---------------------------------------------------------------------------
