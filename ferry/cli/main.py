@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from ferry.cli import demo, guest_image, resources, servers, up
+from ferry.cli import demo, guest_image, resources, serve, servers, up
 from ferry.cli.client import ApiFailure
 
 app = typer.Typer(help="Ferry: cold migration of VMs between KVM hosts.", no_args_is_help=True)
@@ -20,6 +20,8 @@ app.add_typer(resources.host, name="host")
 app.add_typer(resources.image, name="image")
 app.add_typer(resources.flavor, name="flavor")
 app.add_typer(guest_image.app, name="guest-image")
+app.add_typer(serve.serve, name="serve")
+app.add_typer(serve.db, name="db")
 
 
 def main() -> None:
@@ -28,3 +30,7 @@ def main() -> None:
     except ApiFailure as exc:
         typer.secho(f"error: {exc.message} (HTTP {exc.status})", fg="red", err=True)
         raise SystemExit(1) from None
+
+
+if __name__ == "__main__":
+    main()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 
 from ferry.conductor.lease import Leases
 from ferry.conductor.states import (
@@ -24,10 +25,12 @@ from ferry.conductor.states import (
 )
 from ferry.conductor.steps import STEPS, StepContext, load, mark_unrecoverable, record_failure
 from ferry.conductor.transitions import ConcurrentUpdate, advance
+from ferry.db.session import is_transient
 
 log = logging.getLogger(__name__)
 
 RESTING = FINAL | {State.VERIFY}
+MAX_TRANSIENT_RETRIES = 10
 
 
 class MigrationRunner:
@@ -82,7 +85,7 @@ class MigrationRunner:
         await asyncio.gather(*self._tasks.values(), return_exceptions=True)
 
     async def run(self, migration_uuid: str) -> None:
-        failures = 0
+        failures = transient = 0
         while True:
             loaded = await load(self.ctx, migration_uuid)
             state = State(loaded.mig.state)
@@ -90,12 +93,20 @@ class MigrationRunner:
                 return
             try:
                 await STEPS[state](self.ctx, loaded)
-                failures = 0
+                failures = transient = 0
             except asyncio.CancelledError:
                 raise
             except ConcurrentUpdate:
                 continue  # someone else moved it on; look again
             except Exception as exc:
+                if is_transient(exc) and transient < MAX_TRANSIENT_RETRIES:
+                    # E.g. a deadlock between two claims, each holding its source
+                    # provider and wanting the other's: the transaction rolled back
+                    # whole, so the same step runs again after a short random pause.
+                    transient += 1
+                    await asyncio.sleep(random.uniform(0.05, 0.3) * transient)
+                    continue
+                transient = 0
                 error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
                 log.warning("migration %s failed in %s: %s", migration_uuid, state, error)
                 if ON_FAILURE[state] == FailureAction.RETRY:

@@ -58,3 +58,21 @@ def async_url(url: str) -> str:
     if url.startswith(("postgresql:", "postgres:")):
         return "postgresql+asyncpg:" + url.split(":", 1)[1]
     return url
+
+
+_TRANSIENT_SQLSTATES = {"40001", "40P01"}  # serialization failure, deadlock detected
+
+
+def is_transient(exc: BaseException) -> bool:
+    """A database error that a retry of the same transaction can clear: PostgreSQL
+    deadlocks and serialization failures, SQLite's "database is locked"."""
+    from sqlalchemy.exc import DBAPIError
+
+    if not isinstance(exc, DBAPIError):
+        return False
+    orig = exc.orig
+    code = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    if code in _TRANSIENT_SQLSTATES:
+        return True
+    text = str(orig).lower()
+    return "deadlock detected" in text or "database is locked" in text
