@@ -21,7 +21,7 @@ from ferry.bus.base import Bus, Handler, endpoint_handler
 from ferry.bus.catalogue import CONDUCTOR_TOPIC, compute_topic
 from ferry.compute.instance_store import InstanceStore, base_name
 from ferry.compute.virt.driver import InstanceSpec, VirtDriver
-from ferry.image.cache import ImageCache
+from ferry.image.cache import ImageCache, ImageUnavailable
 from ferry.transfer import TokenRegistry, TransferGrant, TransferServer, send_files
 
 log = logging.getLogger(__name__)
@@ -189,14 +189,37 @@ class ComputeManager:
         if free < disk_bytes * 1.1:
             raise PreflightFailed(
                 f"{self.host}: {free} bytes free, {int(disk_bytes * 1.1)} needed")
+        need_base = False
         if not self.images.has(image["id"]):
             # Fetch now, before the guest is powered off: a base that cannot be
-            # had must fail the pre-flight, not the finish step.
+            # had must fail the pre-flight, not the finish step. When the image
+            # service no longer has it, a peer that has it cached can push it.
             try:
                 await self.images.ensure(image)
-            except Exception as exc:
-                raise PreflightFailed(f"{self.host}: base image not obtainable: {exc}") from exc
-        return {"free_bytes": free, "data_address": self.data_address}
+            except ImageUnavailable as exc:
+                log.info("%s: %s; a peer will have to provide it", self.host, exc)
+                need_base = True
+        return {"free_bytes": free, "data_address": self.data_address, "need_base": need_base}
+
+    async def has_base(self, image_id: str) -> int | None:
+        """Size of the cached base, or None when this host does not have it."""
+        path = self.images.path_for(image_id)
+        return path.stat().st_size if path.exists() else None
+
+    async def expect_base(self, token: str, migration_uuid: str, image_id: str, size: int,
+                          ttl: float = 900) -> None:
+        self.store.ensure_dirs()
+        self.tokens.expect(TransferGrant(token=token, migration_uuid=migration_uuid,
+                                         directory=self.images.base_dir,
+                                         files={base_name(image_id): size},
+                                         expires_at=time.time() + ttl))
+
+    async def send_base(self, migration_uuid: str, image_id: str, address: str,
+                        token: str) -> dict[str, Any]:
+        host, port = address.rsplit(":", 1)
+        result = await send_files((host, int(port)), token, migration_uuid,
+                                  self.images.base_dir, [base_name(image_id)])
+        return {"bytes_sent": result.bytes_sent, "seconds": result.seconds}
 
     async def create_shared_probe(self) -> str:
         name = f".ferry-shared-{secrets.token_hex(8)}.tmp"

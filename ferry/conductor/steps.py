@@ -170,6 +170,8 @@ async def step_checking(ctx: StepContext, job: Loaded) -> None:
                                           address=info["data_address"]):
             raise RuntimeError(f"{src} cannot reach the data plane of {dest} at "
                                f"{info['data_address']}")
+        if info.get("need_base"):
+            await _base_from_peer(ctx, job, src, dest, info["data_address"])
     except Exception as exc:
         await _preflight_failed(ctx, job, f"pre-flight on {dest} failed: {exc}")
         return
@@ -179,6 +181,22 @@ async def step_checking(ctx: StepContext, job: Loaded) -> None:
                          note="shared storage" if shared else "",
                          migration_fields={"shared_storage": shared,
                                            "dest_host": info["data_address"]})
+
+
+async def _base_from_peer(ctx: StepContext, job: Loaded, src: str, dest: str,
+                          dest_address: str) -> None:
+    """The image service cannot serve the base: the source, which runs the server
+    on it, pushes its cached copy over the data plane (verified like a disk)."""
+    image_id = job.inst.image_ref
+    size = await _call(ctx, job, src, "has_base", image_id=image_id)
+    if size is None:
+        raise RuntimeError(f"no copy of base image {image_id} was found (not in the image "
+                           f"service, not cached on {src})")
+    token = new_token()
+    await _call(ctx, job, dest, "expect_base", token=token, migration_uuid=job.mig.uuid,
+                image_id=image_id, size=size, ttl=ctx.settings.transfer_token_ttl)
+    await _call(ctx, job, src, "send_base", migration_uuid=job.mig.uuid, image_id=image_id,
+                address=dest_address, token=token)
 
 
 async def _shared_storage(ctx: StepContext, job: Loaded, src: str, dest: str) -> bool:

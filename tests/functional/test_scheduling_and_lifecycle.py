@@ -174,3 +174,33 @@ async def test_restart_on_same_state_dir_carries_on(tmp_path: Path) -> None:
             assert "boot=2 payload=ok" in await cloud.console(sid)
     finally:
         await ec.stop()
+
+
+async def test_base_image_gone_from_image_service_comes_from_the_source(cloud: Cloud
+                                                                         ) -> None:
+    server = await cloud.boot()
+    sid, src = server["id"], server["OS-EXT-SRV-ATTR:host"]
+    image_id = server["image"]["id"]
+    assert (await cloud.api.delete(f"/image/v2/images/{image_id}")).status_code == 204
+    assert (await cloud.action(sid, {"migrate": None})).status_code == 202
+    s = await cloud.wait_status(sid, "VERIFY_RESIZE")
+    dest = cloud.cloud.compute(s["OS-EXT-SRV-ATTR:host"])
+    src_base = cloud.cloud.compute(src).images.path_for(image_id)
+    assert dest.images.path_for(image_id).read_bytes() == src_base.read_bytes()
+    await invariants.check(cloud.cloud, sid)
+
+
+async def test_no_copy_of_the_base_anywhere_fails_before_power_off(cloud: Cloud) -> None:
+    server = await cloud.boot()
+    sid, src = server["id"], server["OS-EXT-SRV-ATTR:host"]
+    image_id = server["image"]["id"]
+    await cloud.api.delete(f"/image/v2/images/{image_id}")
+    cloud.cloud.compute(src).images.path_for(image_id).unlink()
+    assert (await cloud.action(sid, {"migrate": None})).status_code == 202
+    await cloud.settle()
+    s = await cloud.wait_status(sid, "ACTIVE")
+    assert s["OS-EXT-SRV-ATTR:host"] == src
+    [mig] = await cloud.migrations(sid)
+    assert mig["status"] == "error" and "no copy of base image" in mig["error"]
+    # The guest was never touched: its boot counter did not move.
+    assert (await cloud.console(sid)).count("GUEST-BOOTED") == 1
