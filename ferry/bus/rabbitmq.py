@@ -47,8 +47,11 @@ class BrokerUnavailable(BusError):
 
 class RabbitBus(Bus):
     def __init__(self, url: str, *, prefix: str = "ferry", prefetch: int = 16,
-                 connect_timeout: float = 10.0) -> None:
+                 connect_timeout: float = 10.0, publish_timeout: float = 5.0) -> None:
         self.url = url
+        # How long a send waits for an unreachable broker before giving up, so an
+        # API request answers 503 quickly instead of hanging for the method's timeout.
+        self.publish_timeout = publish_timeout
         self.prefix = prefix
         self.prefetch = prefetch
         self.connect_timeout = connect_timeout
@@ -88,6 +91,14 @@ class RabbitBus(Bus):
             self._queue_name(topic), durable=True,
             arguments={"x-dead-letter-exchange": f"{self.prefix}.dlx"})
 
+    async def _declare_for_send(self, topic: str) -> None:
+        try:
+            async with asyncio.timeout(self.publish_timeout):
+                await self._declare(topic)
+        except (TimeoutError, aio_pika.exceptions.AMQPError, ConnectionError,
+                RuntimeError) as exc:
+            raise BrokerUnavailable(f"the broker is unreachable: {exc}") from exc
+
     async def _publish(self, routing_key: str, message: aio_pika.Message,
                        deadline: float) -> None:
         loop = asyncio.get_running_loop()
@@ -125,8 +136,9 @@ class RabbitBus(Bus):
         fut: asyncio.Future[Any] = loop.create_future()
         self._pending[corr] = fut
         try:
-            await self._declare(topic)
-            await self._publish(self._queue_name(topic), msg, loop.time() + wait)
+            await self._declare_for_send(topic)
+            await self._publish(self._queue_name(topic), msg,
+                                loop.time() + min(wait, self.publish_timeout))
             return await asyncio.wait_for(fut, wait)
         except TimeoutError:
             raise BusTimeout(f"no reply to {method} on {topic} within {wait:.0f}s") from None
@@ -134,11 +146,11 @@ class RabbitBus(Bus):
             self._pending.pop(corr, None)
 
     async def cast(self, topic: str, method: str, args: dict[str, Any] | None = None) -> None:
-        wait = self.timeout_for(method, None)
+        self.timeout_for(method, None)  # refuse unknown methods at the sender
         msg = self._message(method, args)
-        await self._declare(topic)
-        await self._publish(self._queue_name(topic), msg,
-                            asyncio.get_running_loop().time() + wait)
+        deadline = asyncio.get_running_loop().time() + self.publish_timeout
+        await self._declare_for_send(topic)
+        await self._publish(self._queue_name(topic), msg, deadline)
 
     async def _on_reply(self, message: AbstractIncomingMessage) -> None:
         fut = self._pending.get(message.correlation_id or "")
