@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast lint typecheck check system-deps daemons clean
+.PHONY: demo test test-fast e2e tempest lint typecheck check system-deps daemons clean
 
 system-deps:
 	@scripts/system-deps.sh
@@ -14,7 +14,7 @@ system-deps:
 $(STAMP): pyproject.toml | system-deps
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev,libvirt]'
+	$(BIN)/pip install -q -e '.[dev,libvirt,e2e]'
 	@touch $(STAMP)
 
 daemons: system-deps
@@ -29,6 +29,13 @@ test: $(STAMP) daemons
 # Without libvirt: unit and functional tests only (seconds).
 test-fast: $(STAMP)
 	$(BIN)/pytest -q -m "not libvirt"
+
+# openstackclient, openstacksdk and tempest against a running Ferry (also in `make test`).
+e2e: $(STAMP)
+	$(BIN)/pytest -q tests/e2e
+
+tempest: $(STAMP)
+	tests/e2e/run_tempest.sh
 
 lint: $(STAMP)
 	$(BIN)/ruff check ferry tests bench

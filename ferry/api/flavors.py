@@ -64,6 +64,7 @@ async def show_flavor(flavor_id: str, request: Request, d: ApiDeps = Depends(dep
 @router.post("/flavors")
 async def create_flavor(request: Request, d: ApiDeps = Depends(deps),
                         ctx: RequestContext = Depends(context)) -> dict[str, Any]:
+    ctx.authorize("os_compute_api:os-flavor-manage:create")
     body = require_dict(await json_body(request), "flavor")
     name = body.get("name")
     if not isinstance(name, str) or not name.strip():
@@ -88,7 +89,9 @@ async def create_flavor(request: Request, d: ApiDeps = Depends(deps),
 
 
 @router.delete("/flavors/{flavor_id}")
-async def delete_flavor(flavor_id: str, d: ApiDeps = Depends(deps)) -> Response:
+async def delete_flavor(flavor_id: str, d: ApiDeps = Depends(deps),
+                        ctx: RequestContext = Depends(context)) -> Response:
+    ctx.authorize("os_compute_api:os-flavor-manage:delete")
     async with d.sessions() as s, s.begin():
         f = await lookups.flavor_ref(s, flavor_id, not_found=NotFound)
         # Kept as a row (deleted) so servers and migrations still resolve it.
@@ -98,15 +101,18 @@ async def delete_flavor(flavor_id: str, d: ApiDeps = Depends(deps)) -> Response:
 
 
 @router.get("/flavors/{flavor_id}/os-extra_specs")
-async def get_extra_specs(flavor_id: str, d: ApiDeps = Depends(deps)) -> dict[str, Any]:
+async def get_extra_specs(flavor_id: str, d: ApiDeps = Depends(deps),
+                          ctx: RequestContext = Depends(context)) -> dict[str, Any]:
+    ctx.authorize("os_compute_api:os-flavor-extra-specs:index")
     async with d.sessions() as s:
         f = await lookups.flavor_ref(s, flavor_id, not_found=NotFound)
         return {"extra_specs": dict(f.extra_specs or {})}
 
 
 @router.post("/flavors/{flavor_id}/os-extra_specs")
-async def set_extra_specs(flavor_id: str, request: Request,
-                          d: ApiDeps = Depends(deps)) -> dict[str, Any]:
+async def set_extra_specs(flavor_id: str, request: Request, d: ApiDeps = Depends(deps),
+                          ctx: RequestContext = Depends(context)) -> dict[str, Any]:
+    ctx.authorize("os_compute_api:os-flavor-extra-specs:create")
     body = require_dict(await json_body(request), "extra_specs")
     async with d.sessions() as s, s.begin():
         f = await lookups.flavor_ref(s, flavor_id, not_found=NotFound)

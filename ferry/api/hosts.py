@@ -33,6 +33,7 @@ async def _services(d: ApiDeps, binary: str | None = None) -> list[Service]:
 @router.get("/os-services")
 async def list_services(request: Request, d: ApiDeps = Depends(deps),
                         ctx: RequestContext = Depends(context)) -> dict[str, Any]:
+    ctx.authorize("os_compute_api:os-services:list")
     binary = request.query_params.get("binary")
     if binary == "nova-compute":
         binary = "ferry-compute"
@@ -55,6 +56,8 @@ async def list_services(request: Request, d: ApiDeps = Depends(deps),
 
 async def _hypervisors(request: Request, d: ApiDeps, ctx: RequestContext, detail: bool
                        ) -> list[dict[str, Any]]:
+    ctx.authorize("os_compute_api:os-hypervisors:list-detail" if detail
+                  else "os_compute_api:os-hypervisors:list")
     async with d.sessions() as s:
         invs = await placement.inventories(s)
         used = await placement.usages(s)

@@ -1,7 +1,9 @@
 """Image v2 subset (Glance-shaped): create, upload, download, show, list, delete.
 
 Image data lives in the API's image directory; compute hosts download it into
-their base-image caches and check it against `os_hash_value` (sha512).
+their base-image caches (with the internal service token, which only reads)
+and check it against `os_hash_value` (sha512). Visibility is Glance's: public
+and community images for everyone, shared/private for the owner's project.
 """
 
 from __future__ import annotations
@@ -14,10 +16,11 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import FileResponse, JSONResponse
-from sqlalchemy import select
+from sqlalchemy import or_, select
 
 from ferry.api.body import json_body
 from ferry.api.context import ApiDeps, RequestContext, context, deps
+from ferry.api.lookups import image_visible
 from ferry.api.views import iso_z
 from ferry.db.models import Image
 
@@ -47,6 +50,11 @@ def image_view(img: Image) -> dict[str, Any]:
     }
 
 
+def _visible(img: Image, ctx: RequestContext) -> bool:
+    # The compute hosts' service token reads any image a server was built from.
+    return "service" in ctx.roles or image_visible(img, ctx)
+
+
 def _path(d: ApiDeps, image_id: str) -> Path:
     return d.image_dir / image_id
 
@@ -63,9 +71,12 @@ async def versions(request: Request) -> JSONResponse:
 @router.post("/v2/images")
 async def create_image(request: Request, d: ApiDeps = Depends(deps),
                        ctx: RequestContext = Depends(context)) -> Response:
+    ctx.authorize("image:add_image")
     body = await json_body(request)
     if not isinstance(body, dict):
         return _err(400, "Bad Request", "Image body must be a JSON object")
+    if body.get("visibility") == "public":
+        ctx.authorize("image:publicize_image")
     fmt = body.get("disk_format")
     if fmt is not None and fmt not in DISK_FORMATS:
         return _err(400, "Bad Request", f"Invalid value '{fmt}' for parameter 'disk_format'")
@@ -85,11 +96,13 @@ async def create_image(request: Request, d: ApiDeps = Depends(deps),
 
 
 @router.put("/v2/images/{image_id}/file")
-async def upload_image(image_id: str, request: Request, d: ApiDeps = Depends(deps)) -> Response:
+async def upload_image(image_id: str, request: Request, d: ApiDeps = Depends(deps),
+                       ctx: RequestContext = Depends(context)) -> Response:
     async with d.sessions() as s, s.begin():
         img = await s.get(Image, image_id)
-        if img is None:
+        if img is None or not _visible(img, ctx):
             return _err(404, "Not Found", f"No image found with ID {image_id}")
+        ctx.authorize("image:upload_image", {"owner": img.owner})
         if img.status not in ("queued",):
             return _err(409, "Conflict", f"Image status transition from {img.status} to "
                                          f"saving is not allowed")
@@ -123,9 +136,13 @@ async def upload_image(image_id: str, request: Request, d: ApiDeps = Depends(dep
 
 
 @router.get("/v2/images/{image_id}/file")
-async def download_image(image_id: str, d: ApiDeps = Depends(deps)) -> Response:
+async def download_image(image_id: str, d: ApiDeps = Depends(deps),
+                         ctx: RequestContext = Depends(context)) -> Response:
+    ctx.authorize("image:download_image")
     async with d.sessions() as s:
         img = await s.get(Image, image_id)
+    if img is not None and not _visible(img, ctx):
+        img = None
     if img is None or img.status != "active":
         return _err(404 if img is None else 204, "Not Found", f"No image data for {image_id}")
     return FileResponse(_path(d, image_id), media_type="application/octet-stream",
@@ -133,17 +150,26 @@ async def download_image(image_id: str, d: ApiDeps = Depends(deps)) -> Response:
 
 
 @router.get("/v2/images/{image_id}")
-async def show_image(image_id: str, d: ApiDeps = Depends(deps)) -> Response:
+async def show_image(image_id: str, d: ApiDeps = Depends(deps),
+                     ctx: RequestContext = Depends(context)) -> Response:
+    ctx.authorize("image:get_image")
     async with d.sessions() as s:
         img = await s.get(Image, image_id)
-    if img is None:
+    if img is None or not _visible(img, ctx):
         return _err(404, "Not Found", f"No image found with ID {image_id}")
     return JSONResponse(image_view(img))
 
 
 @router.get("/v2/images")
-async def list_images(request: Request, d: ApiDeps = Depends(deps)) -> dict[str, Any]:
+async def list_images(request: Request, d: ApiDeps = Depends(deps),
+                      ctx: RequestContext = Depends(context)) -> dict[str, Any]:
+    ctx.authorize("image:get_images")
     q = select(Image).order_by(Image.created_at.desc())
+    if not ctx.is_admin:
+        # Glance lists public images and the caller's own (community ones only on request).
+        q = q.where(or_(Image.visibility == "public", Image.owner == ctx.project_id))
+    if v := request.query_params.get("visibility"):
+        q = q.where(Image.visibility == v)
     if name := request.query_params.get("name"):
         q = q.where(Image.name == name)
     async with d.sessions() as s:
@@ -153,11 +179,13 @@ async def list_images(request: Request, d: ApiDeps = Depends(deps)) -> dict[str,
 
 
 @router.delete("/v2/images/{image_id}")
-async def delete_image(image_id: str, d: ApiDeps = Depends(deps)) -> Response:
+async def delete_image(image_id: str, d: ApiDeps = Depends(deps),
+                       ctx: RequestContext = Depends(context)) -> Response:
     async with d.sessions() as s, s.begin():
         img = await s.get(Image, image_id)
-        if img is None:
+        if img is None or not _visible(img, ctx):
             return _err(404, "Not Found", f"No image found with ID {image_id}")
+        ctx.authorize("image:delete_image", {"owner": img.owner})
         if img.protected:
             return _err(403, "Forbidden", f"Image {image_id} is protected and cannot be deleted")
         await s.delete(img)

@@ -10,6 +10,7 @@ from sqlalchemy import select
 from ferry.api import lookups
 from ferry.api.context import ApiDeps, RequestContext, context, deps
 from ferry.api.errors import NotFound
+from ferry.api.servers import target
 from ferry.api.views import iso_us
 from ferry.db.models import InstanceAction, InstanceActionEvent
 
@@ -31,6 +32,7 @@ async def list_actions(server_id: str, d: ApiDeps = Depends(deps),
                        ctx: RequestContext = Depends(context)) -> dict[str, Any]:
     async with d.sessions() as s:
         inst = await lookups.server(s, ctx, server_id)
+        ctx.authorize("os_compute_api:os-instance-actions:list", target(inst))
         rows = (await s.execute(select(InstanceAction).where(
             InstanceAction.instance_uuid == inst.uuid).order_by(InstanceAction.id.desc())
         )).scalars()
@@ -42,6 +44,7 @@ async def show_action(server_id: str, request_id: str, d: ApiDeps = Depends(deps
                       ctx: RequestContext = Depends(context)) -> dict[str, Any]:
     async with d.sessions() as s:
         inst = await lookups.server(s, ctx, server_id)
+        ctx.authorize("os_compute_api:os-instance-actions:show", target(inst))
         a = (await s.execute(select(InstanceAction).where(
             InstanceAction.instance_uuid == inst.uuid,
             InstanceAction.request_id == request_id))).scalar_one_or_none()
@@ -52,14 +55,16 @@ async def show_action(server_id: str, request_id: str, d: ApiDeps = Depends(deps
             InstanceActionEvent.action_id == a.id).order_by(InstanceActionEvent.id))).scalars()
         out = _action(a, ctx)
         evs = []
+        # Nova: tracebacks and hosts only for callers allowed "events".
+        admin_events = ctx.can("os_compute_api:os-instance-actions:events", target(inst))
         for e in events:
             ev: dict[str, Any] = {"event": e.event, "start_time": iso_us(e.start_time),
                                   "finish_time": iso_us(e.finish_time), "result": e.result}
-            if ctx.is_admin:
+            if admin_events:
                 ev["traceback"] = e.traceback
             if ctx.version >= (2, 62):
                 ev["hostId"] = ""
-                if ctx.is_admin:
+                if admin_events:
                     ev["host"] = e.host
             evs.append(ev)
         out["events"] = evs

@@ -1,6 +1,7 @@
 """Loading the objects a request names, with Nova's not-found answers.
 
-A caller never learns that another project's server exists: 404, not 403.
+A caller never learns that another project's server exists: 404, not 403
+(non-admins only ever load their own project's rows, as in Nova's DB API).
 """
 
 from __future__ import annotations
@@ -37,9 +38,18 @@ async def flavor_ref(s: AsyncSession, ref: str, *, not_found: type[Exception] = 
     return f
 
 
-async def image_ref(s: AsyncSession, ref: str) -> Image:
+def image_visible(img: Image, ctx: RequestContext) -> bool:
+    """Glance's visibility: public and community images for everyone, the
+    others for their owner's project (and admins)."""
+    return (ctx.is_admin or img.visibility in ("public", "community")
+            or img.owner == ctx.project_id)
+
+
+async def image_ref(s: AsyncSession, ref: str, ctx: RequestContext | None = None) -> Image:
     ref = str(ref).rstrip("/").rsplit("/", 1)[-1]
     img = await s.get(Image, ref)
+    if img is not None and ctx is not None and not image_visible(img, ctx):
+        img = None
     if img is None or img.status != "active":
         raise BadRequest(f"Image {ref} could not be found.")
     return img

@@ -1,4 +1,9 @@
-"""Request id, caller context and microversion negotiation for every request."""
+"""Request id, microversion negotiation and authentication for every request.
+
+Authentication itself is in `ferry.api.auth`; this module only orders the
+steps and adds the response headers clients rely on (request ids on every
+response; the microversion echo and `Vary` on compute responses).
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from ferry.api import microversion
-from ferry.api.context import RequestContext
+from ferry.api.auth import authenticate
+from ferry.api.context import ApiDeps, RequestContext
 from ferry.api.errors import body
 
 
@@ -17,22 +23,29 @@ class ContextMiddleware(BaseHTTPMiddleware):
     async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
         request_id = f"req-{uuid.uuid4()}"
         compute = request.url.path.startswith("/compute")
-        try:
-            version = microversion.parse({k.lower(): v for k, v in request.headers.items()}) \
-                if compute else microversion.MIN_VERSION
-        except microversion.VersionError as exc:
-            resp: Response = JSONResponse(body(exc.code, str(exc)), status_code=exc.code)
-            resp.headers["x-openstack-request-id"] = request_id
-            return resp
-        # --insecure-no-auth (Nova's noauth2): every caller is an admin. A token
-        # "user:project" picks the ids so tests can act as several projects.
-        token = request.headers.get("x-auth-token", "")
-        user, _, project = token.partition(":") if ":" in token else ("admin", "", "admin")
-        request.state.ctx = RequestContext(user_id=user or "admin",
-                                           project_id=project or "admin",
-                                           roles=["admin", "manager", "member", "reader"],
-                                           request_id=request_id, version=version)
-        response = await call_next(request)
+        version = microversion.MIN_VERSION
+        d: ApiDeps | None = getattr(request.app.state, "deps", None)
+        ctx: RequestContext | Response
+        # Authentication first (keystonemiddleware sits in front of Nova's
+        # version handling): no token and a bad version is a 401.
+        if d is None:
+            # Not a Ferry API app (a bare app in a unit test): nobody is trusted.
+            ctx = RequestContext(user_id="", project_id="", authenticated=False,
+                                 request_id=request_id)
+        else:
+            ctx = await authenticate(request, d, request_id, version)
+        if not isinstance(ctx, Response) and compute:
+            try:
+                version = ctx.version = microversion.parse(
+                    {k.lower(): v for k, v in request.headers.items()})
+            except microversion.VersionError as exc:
+                ctx = JSONResponse(body(exc.code, str(exc)), status_code=exc.code)
+                compute = False  # no version to echo
+        if isinstance(ctx, Response):
+            response = ctx
+        else:
+            request.state.ctx = ctx
+            response = await call_next(request)
         response.headers["x-openstack-request-id"] = request_id
         if compute:
             response.headers["x-compute-request-id"] = request_id

@@ -20,6 +20,7 @@ from ferry.api import lookups
 from ferry.api.body import json_body
 from ferry.api.context import ApiDeps, RequestContext, context, deps
 from ferry.api.errors import BadRequest, Conflict, ServiceUnavailable
+from ferry.api.servers import target
 from ferry.bus.base import BusError
 from ferry.bus.catalogue import CONDUCTOR_TOPIC, compute_topic
 from ferry.conductor.states import INITIAL, STATES, Event, State
@@ -118,6 +119,9 @@ async def migrate(request: Request, d: ApiDeps, ctx: RequestContext, inst: Insta
         host = arg.get("host")
         if host is not None and (not isinstance(host, str) or not host.strip()):
             raise BadRequest("Invalid input for field/attribute host.")
+    # As Nova: naming a host is a separate (admin-only by default) rule.
+    ctx.authorize("os_compute_api:os-migrate-server:migrate:host" if host
+                  else "os_compute_api:os-migrate-server:migrate", target(inst))
     return await _start_move(request, d, ctx, inst, action="migrate", new_flavor_id=None,
                              host=host)
 
@@ -217,6 +221,15 @@ async def console(request: Request, d: ApiDeps, ctx: RequestContext, inst: Insta
     return JSONResponse({"output": text})
 
 
+# The rule each action needs (migrate picks its own: with or without a host).
+RULES: dict[str, str | None] = {
+    "migrate": None, "resize": "os_compute_api:servers:resize",
+    "confirmResize": "os_compute_api:servers:confirm_resize",
+    "revertResize": "os_compute_api:servers:revert_resize",
+    "os-stop": "os_compute_api:servers:stop", "os-start": "os_compute_api:servers:start",
+    "os-getConsoleOutput": "os_compute_api:os-console-output",
+}
+
 ACTIONS: dict[str, Action] = {
     "migrate": migrate, "resize": resize, "confirmResize": confirm, "revertResize": revert,
     "os-stop": stop, "os-start": start, "os-getConsoleOutput": console,
@@ -235,4 +248,6 @@ async def server_action(server_id: str, request: Request, d: ApiDeps = Depends(d
     handler = ACTIONS.get(name)
     if handler is None:
         raise BadRequest(f"There is no such action: {name}")
+    if rule := RULES.get(name):
+        ctx.authorize(rule, target(inst))
     return await handler(request, d, ctx, inst, arg)

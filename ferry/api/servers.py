@@ -20,6 +20,11 @@ from ferry.db.models import Instance, InstanceAction
 router = APIRouter()
 
 
+def target(inst: Instance) -> dict[str, Any]:
+    """The policy target of a server: its owner."""
+    return {"project_id": inst.project_id, "user_id": inst.user_id}
+
+
 def base_url(request: Request) -> str:
     return str(request.base_url).rstrip("/") + "/compute"
 
@@ -27,6 +32,7 @@ def base_url(request: Request) -> str:
 @router.post("/servers", status_code=202)
 async def create_server(request: Request, d: ApiDeps = Depends(deps),
                         ctx: RequestContext = Depends(context)) -> dict[str, Any]:
+    ctx.authorize("os_compute_api:servers:create")
     body = require_dict(await json_body(request), "server")
     name = body.get("name")
     if not isinstance(name, str) or not name.strip() or len(name) > 255:
@@ -38,7 +44,7 @@ async def create_server(request: Request, d: ApiDeps = Depends(deps),
         raise BadRequest("Invalid input for field/attribute metadata.")
     async with d.sessions() as s, s.begin():
         flavor = await lookups.flavor_ref(s, body["flavorRef"])
-        image = await lookups.image_ref(s, body["imageRef"])
+        image = await lookups.image_ref(s, body["imageRef"], ctx)
         inst = Instance(uuid=str(uuidlib.uuid4()), display_name=name, project_id=ctx.project_id,
                         user_id=ctx.user_id, vm_state="building", task_state="scheduling",
                         flavor_id=flavor.id, image_ref=image.id, metadata_=metadata,
@@ -55,9 +61,12 @@ async def create_server(request: Request, d: ApiDeps = Depends(deps),
 
 async def _list(request: Request, d: ApiDeps, ctx: RequestContext, detail: bool
                 ) -> dict[str, Any]:
+    kind = "detail" if detail else "index"
+    ctx.authorize(f"os_compute_api:servers:{kind}")
     q = select(Instance).where(Instance.deleted.is_(False)).order_by(Instance.created_at.desc())
     all_tenants = request.query_params.get("all_tenants") not in (None, "0", "false", "False")
-    if not (ctx.is_admin and all_tenants):
+    # As Nova: a caller not allowed all projects quietly gets its own.
+    if not (all_tenants and ctx.can(f"os_compute_api:servers:{kind}:get_all_tenants")):
         q = q.where(Instance.project_id == ctx.project_id)
     if name := request.query_params.get("name"):
         q = q.where(Instance.display_name.contains(name))
@@ -94,6 +103,7 @@ async def show_server(server_id: str, request: Request, d: ApiDeps = Depends(dep
                       ctx: RequestContext = Depends(context)) -> dict[str, Any]:
     async with d.sessions() as s:
         inst = await lookups.server(s, ctx, server_id)
+        ctx.authorize("os_compute_api:servers:show", target(inst))
         flavor = await lookups.flavor_by_id(s, inst.flavor_id)
         fault = await lookups.latest_fault(s, inst.uuid)
     return {"server": server_view(inst, flavor, ctx, base_url(request), fault)}
@@ -104,6 +114,7 @@ async def delete_server(server_id: str, d: ApiDeps = Depends(deps),
                         ctx: RequestContext = Depends(context)) -> Response:
     async with d.sessions() as s, s.begin():
         inst = await lookups.server(s, ctx, server_id)
+        ctx.authorize("os_compute_api:servers:delete", target(inst))
         inst.task_state = "deleting"
         s.add(InstanceAction(action="delete", instance_uuid=inst.uuid,
                              request_id=ctx.request_id, user_id=ctx.user_id,

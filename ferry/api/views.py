@@ -66,7 +66,7 @@ def flavor_view(f: Flavor, ctx: RequestContext, base: str) -> dict[str, Any]:
     }
     if ctx.version >= (2, 55):
         out["description"] = None
-    if ctx.version >= (2, 61):
+    if ctx.version >= (2, 61) and ctx.can("os_compute_api:os-flavor-extra-specs:index"):
         out["extra_specs"] = dict(f.extra_specs or {})
     return out
 
@@ -74,11 +74,13 @@ def flavor_view(f: Flavor, ctx: RequestContext, base: str) -> dict[str, Any]:
 def server_view(inst: Instance, flavor: Flavor, ctx: RequestContext, base: str,
                 fault: InstanceFault | None = None) -> dict[str, Any]:
     status = server_status(inst.vm_state, inst.task_state)
+    owner = {"project_id": inst.project_id, "user_id": inst.user_id}
     if ctx.version >= (2, 47):
         flavor_out: dict[str, Any] = {
             "original_name": flavor.name, "ram": flavor.memory_mb, "vcpus": flavor.vcpus,
-            "disk": flavor.root_gb, "ephemeral": flavor.ephemeral_gb, "swap": flavor.swap,
-            "extra_specs": dict(flavor.extra_specs or {})}
+            "disk": flavor.root_gb, "ephemeral": flavor.ephemeral_gb, "swap": flavor.swap}
+        if ctx.can("os_compute_api:servers:show:flavor-extra-specs", owner):
+            flavor_out["extra_specs"] = dict(flavor.extra_specs or {})
     else:
         flavor_out = {"id": flavor.flavorid, "links": [link(base, "flavors", flavor.flavorid)[1]]}
     out: dict[str, Any] = {
@@ -100,7 +102,7 @@ def server_view(inst: Instance, flavor: Flavor, ctx: RequestContext, base: str,
     }
     if status in _PROGRESS_STATUSES:
         out["progress"] = inst.progress
-    if ctx.is_admin:
+    if ctx.can("os_compute_api:os-extended-server-attributes", owner):
         out["OS-EXT-SRV-ATTR:host"] = inst.host
         out["OS-EXT-SRV-ATTR:hypervisor_hostname"] = inst.node
         out["OS-EXT-SRV-ATTR:instance_name"] = f"instance-{inst.id:08x}"
@@ -115,7 +117,7 @@ def server_view(inst: Instance, flavor: Flavor, ctx: RequestContext, base: str,
         out["os-extended-volumes:volumes_attached"] = []
     if ctx.version >= (2, 9):
         out["locked"] = inst.locked
-    if ctx.version >= (2, 16) and ctx.is_admin:
+    if ctx.version >= (2, 16) and ctx.can("os_compute_api:servers:show:host_status", owner):
         out["host_status"] = "UP" if inst.host else ""
     if ctx.version >= (2, 19):
         out["description"] = None

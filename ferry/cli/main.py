@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from ferry.cli import demo, guest_image, resources, serve, servers, up
+from ferry.cli import demo, guest_image, identity, resources, serve, servers, up
 from ferry.cli.client import ApiFailure
 
 app = typer.Typer(help="Ferry: cold migration of VMs between KVM hosts.", no_args_is_help=True)
@@ -22,6 +22,9 @@ app.add_typer(resources.flavor, name="flavor")
 app.add_typer(guest_image.app, name="guest-image")
 app.add_typer(serve.serve, name="serve")
 app.add_typer(serve.db, name="db")
+app.add_typer(identity.user, name="user")
+app.add_typer(identity.project, name="project")
+app.add_typer(identity.role, name="role")
 
 
 def main() -> None:

@@ -3,6 +3,12 @@
 `ferry up` runs it; the functional tests and the demo drive it directly.
 State lives under one directory (SQLite file, image store, one directory per
 host), so starting again on the same directory carries on where it stopped.
+
+Authentication is on by default: the first start creates the admin user and
+project (ferry.identity.bootstrap) and every start refreshes
+`<state-dir>/clouds.yaml`. `insecure_no_auth` (loopback only) is Nova's
+noauth2. The compute hosts read base images with a per-process service token
+that the API accepts for image reads only.
 """
 
 from __future__ import annotations
@@ -10,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,7 +33,9 @@ from ferry.conf import Settings
 from ferry.db.migrate import upgrade
 from ferry.db.models import Flavor
 from ferry.db.session import make_engine, make_sessionmaker
+from ferry.identity.bootstrap import Bootstrapped, bootstrap, write_clouds_yaml
 from ferry.image.cache import ImageCache
+from ferry.policy.enforcer import Policy
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +62,11 @@ class CloudConfig:
     data_port: int = 0
     shared_storage: bool = False
     settings: Settings = field(default_factory=Settings)
+    # Identity: the admin's password on first start (None: generate one),
+    # token lifetime, and the policy override file (None: <state-dir>/policy.yaml).
+    admin_password: str | None = None
+    token_ttl: float = 3600.0
+    policy_file: Path | None = None
 
 
 def host_name(i: int) -> str:
@@ -69,10 +83,6 @@ class EmbeddedCloud:
             raise InsecureBindRefused(
                 f"--insecure-no-auth treats every caller as admin; it only listens on "
                 f"loopback, not on {cfg.listen_host}")
-        if not cfg.insecure_no_auth:
-            raise InsecureBindRefused(
-                "authentication (Identity v3) is not available yet: start with "
-                "--insecure-no-auth on a loopback address")
         self.cfg = cfg
         self.bus = MemoryBus()
         self.computes: list[ComputeManager] = []
@@ -83,13 +93,30 @@ class EmbeddedCloud:
         self.engine = make_engine(self.db_url)
         self.sessions = make_sessionmaker(self.engine)
         self.conductor = ConductorEndpoint.create(self.sessions, self.bus, cfg.settings)
+        # Never stored: a new one each start, shared only with the in-process hosts.
+        self.service_token = secrets.token_urlsafe(32)
+        self.policy = Policy(cfg.policy_file or cfg.state_dir / "policy.yaml")
+        self.bootstrapped: Bootstrapped | None = None
         self.deps = ApiDeps(self.sessions, self.bus, cfg.settings, cfg.state_dir / "images",
-                            insecure_no_auth=cfg.insecure_no_auth)
+                            insecure_no_auth=cfg.insecure_no_auth, policy=self.policy,
+                            service_token=self.service_token, token_ttl=cfg.token_ttl)
         self.app = create_app(self.deps)
 
     @property
     def url(self) -> str:
         return f"http://{self.cfg.listen_host}:{self.port}"
+
+    @property
+    def clouds_yaml(self) -> Path:
+        return self.cfg.state_dir / "clouds.yaml"
+
+    @property
+    def client_url(self) -> str:
+        """The URL a local client uses (a wildcard bind is reached on loopback)."""
+        host = self.cfg.listen_host
+        if host in ("0.0.0.0", "::", ""):
+            host = "127.0.0.1"
+        return f"http://{host}:{self.port}"
 
     @property
     def port(self) -> int:
@@ -106,6 +133,8 @@ class EmbeddedCloud:
     async def start(self) -> None:
         await asyncio.to_thread(upgrade, self.db_url)
         await self._seed_flavors()
+        if not self.cfg.insecure_no_auth:
+            self.bootstrapped = await bootstrap(self.sessions, self.cfg.admin_password)
         await self.conductor.start()
         config = uvicorn.Config(self.app, host=self.cfg.listen_host, port=self.cfg.listen_port,
                                 log_level="warning", lifespan="off")
@@ -116,6 +145,8 @@ class EmbeddedCloud:
                 self._server_task.result()
                 raise RuntimeError("the API server stopped during start-up")
             await asyncio.sleep(0.02)
+        if self.bootstrapped is not None:
+            write_clouds_yaml(self.clouds_yaml, self.client_url, self.bootstrapped.password)
         for i in range(1, self.cfg.hosts + 1):
             await self.add_host(i)
 
@@ -123,7 +154,8 @@ class EmbeddedCloud:
         name = host_name(i)
         path = self.instances_path(i)
         driver = load_driver(self.cfg.driver, name, path)
-        images = ImageCache(path / "_base", f"{self.url}/image")
+        images = ImageCache(path / "_base", f"{self.client_url}/image",
+                            headers={"X-Auth-Token": self.service_token})
         mgr = ComputeManager(name, driver, self.bus, images, data_ip(i), self.cfg.data_port,
                              report_interval=self.cfg.settings.report_interval)
         await mgr.start()

@@ -236,3 +236,4 @@ class InstanceFault(Base):
     details: Mapped[str | None] = mapped_column(Text, nullable=True)
     host: Mapped[str | None] = mapped_column(String(255), nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+import ferry.db.identity_models  # noqa: E402, F401  (identity tables share Base)
