@@ -35,10 +35,19 @@ def _message(r: httpx.Response) -> str:
 class FerryClient:
     def __init__(self, url: str | None = None, token: str | None = None,
                  microversion: str = "2.80") -> None:
-        self.url = (url or os.environ.get("FERRY_URL") or DEFAULT_URL).rstrip("/")
+        token = token or os.environ.get("FERRY_TOKEN")
+        url = url or os.environ.get("FERRY_URL")
+        if token is None and (os.environ.get("OS_CLIENT_CONFIG_FILE") or
+                              (url is None and os.path.exists("state/clouds.yaml"))):
+            # The same credentials the openstack CLI uses (ferry up writes them).
+            from ferry.cli.identity import login_from_clouds_yaml
+
+            base, token = login_from_clouds_yaml()
+            url = url or base
+        self.url = (url or DEFAULT_URL).rstrip("/")
         headers = {"OpenStack-API-Version": f"compute {microversion}"}
-        if token or os.environ.get("FERRY_TOKEN"):
-            headers["X-Auth-Token"] = token or os.environ["FERRY_TOKEN"]
+        if token:
+            headers["X-Auth-Token"] = token
         self.http = httpx.Client(base_url=self.url, headers=headers, timeout=60)
 
     def request(self, method: str, path: str, **kw: Any) -> httpx.Response:

@@ -59,8 +59,11 @@ def serve_compute(config: Path | None = CONFIG) -> None:
 
 @db.command("upgrade")
 def db_upgrade(config: Path | None = CONFIG,
-               url: str | None = typer.Option(None, help="database URL")) -> None:
-    """Create or upgrade the schema (Alembic), on SQLite or PostgreSQL."""
+               url: str | None = typer.Option(None, help="database URL"),
+               admin_password: str | None = typer.Option(
+                   None, envvar="FERRY_ADMIN_PASSWORD",
+                   help="first run: the admin's password (else one is generated)")) -> None:
+    """Create or upgrade the schema (Alembic) and bootstrap the admin identity."""
     from ferry.db.migrate import upgrade
 
     target = url or _cfg(config).database_url
@@ -70,7 +73,22 @@ def db_upgrade(config: Path | None = CONFIG,
         raise typer.Exit(2)
     try:
         upgrade(target)
+        made = asyncio.run(_bootstrap(target, admin_password))
     except Exception as exc:
         console.print(f"[red]upgrade failed:[/red] {exc}")
         raise typer.Exit(1) from None
-    console.print("schema is at head")
+    console.print("schema is at head; admin user and project are in place")
+    if made:
+        console.print(f"generated admin password (shown once): {made}")
+
+
+async def _bootstrap(url: str, admin_password: str | None) -> str | None:
+    from ferry.db.session import make_engine, make_sessionmaker
+    from ferry.identity.bootstrap import bootstrap
+
+    engine = make_engine(url)
+    try:
+        done = await bootstrap(make_sessionmaker(engine), admin_password)
+    finally:
+        await engine.dispose()
+    return done.generated_password

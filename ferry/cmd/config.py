@@ -8,6 +8,7 @@ url = "amqp://ferry:secret@mq.example:5672/"     # FERRY_BUS_URL
 prefix = "ferry"                                 # FERRY_BUS_PREFIX (queue names)
 [api]
 listen = "0.0.0.0:8774"                          # FERRY_API_LISTEN
+service_token = "<random, shared with computes>" # FERRY_SERVICE_TOKEN (image reads only)
 image_dir = "/var/lib/ferry/images"
 [conductor]
 name = "conductor@ctl1"                          # FERRY_CONDUCTOR_NAME
@@ -51,6 +52,9 @@ class ServiceConfig:
     api_listen: str = "127.0.0.1:8774"
     # Development only (loopback): every request is admin, like Nova's noauth2.
     api_insecure_no_auth: bool = False
+    # Shared by the API and compute hosts; accepted for image reads only.
+    service_token: str = ""
+    token_ttl: float = 3600.0
     image_dir: str = "/var/lib/ferry/images"
     conductor_name: str = ""
     host: str = ""
@@ -68,6 +72,8 @@ _KEYS = {
     ("bus", "prefix"): "bus_prefix",
     ("api", "listen"): "api_listen", ("api", "image_dir"): "image_dir",
     ("api", "insecure_no_auth"): "api_insecure_no_auth",
+    ("api", "service_token"): "service_token", ("compute", "service_token"): "service_token",
+    ("api", "token_ttl"): "token_ttl",
     ("conductor", "name"): "conductor_name", ("compute", "host"): "host",
     ("compute", "data_address"): "data_address",
     ("compute", "instances_path"): "instances_path", ("compute", "driver"): "driver",

@@ -78,8 +78,12 @@ async def run_api(cfg: ServiceConfig) -> None:
     host, _, port = cfg.api_listen.rpartition(":")
     if cfg.api_insecure_no_auth and not is_loopback(host):
         raise ConfigError(f"insecure_no_auth only listens on loopback, not on {host}")
+    if not cfg.api_insecure_no_auth and not cfg.service_token:
+        raise ConfigError("service_token (FERRY_SERVICE_TOKEN) is needed so compute hosts "
+                          "can read base images; share the same value with them")
     deps = ApiDeps(make_sessionmaker(engine), bus, cfg.settings, Path(cfg.image_dir),
-                   insecure_no_auth=cfg.api_insecure_no_auth)
+                   insecure_no_auth=cfg.api_insecure_no_auth,
+                   service_token=cfg.service_token or None, token_ttl=cfg.token_ttl)
     server = uvicorn.Server(uvicorn.Config(create_app(deps), host=host, port=int(port),
                                            log_level="info", lifespan="off"))
     try:
@@ -115,7 +119,9 @@ async def run_compute(cfg: ServiceConfig) -> None:
     path = Path(cfg.instances_path)
     driver = load_driver(cfg.driver, cfg.host, path)
     ip, _, port = cfg.data_address.rpartition(":")
-    mgr = ComputeManager(cfg.host, driver, bus, ImageCache(path / "_base", cfg.image_endpoint),
+    headers = {"X-Auth-Token": cfg.service_token} if cfg.service_token else {}
+    mgr = ComputeManager(cfg.host, driver, bus,
+                         ImageCache(path / "_base", cfg.image_endpoint, headers=headers),
                          ip, int(port or 0), zone=cfg.zone,
                          report_interval=cfg.settings.report_interval)
     await mgr.start()
