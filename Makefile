@@ -19,6 +19,7 @@ $(STAMP): pyproject.toml | system-deps
 
 daemons: system-deps
 	@scripts/start-daemons.sh
+	@scripts/ensure-services.sh
 
 demo: $(STAMP) daemons
 	$(BIN)/ferry demo
