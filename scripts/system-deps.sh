@@ -2,7 +2,7 @@
 # Install the Debian packages Ferry needs (as root), or say exactly what is missing.
 set -euo pipefail
 PKGS=(qemu-system-x86 qemu-utils libvirt-daemon-system libvirt-dev pkg-config
-      mtools dosfstools iproute2 openssh-client rsync)
+      mtools dosfstools iproute2 openssh-client openssh-server rsync netcat-openbsd time)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

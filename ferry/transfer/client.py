@@ -1,83 +1,68 @@
-"""Sending side: stream a migration's files to a destination transfer endpoint.
+"""Sending side: :func:`send_files` moves a migration's files to a destination endpoint.
 
-:func:`send_files` opens one connection, sends the header (token, migration,
-manifest of names and logical sizes), waits for the receiver to accept, then
-streams every file in order and waits for the receiver's verdict.
+It opens the files once, then runs attempts (:class:`~ferry.transfer.sender.Attempt`,
+in a dedicated thread) until one succeeds.  A transient failure (connection
+refused, reset or cut, timeout, receiver busy or restarted) is retried after
+an exponential backoff with jitter, up to ``attempts`` tries or ``deadline``
+seconds, and each retry *resumes*: the receiver reports the segments it
+holds verified and only the others are sent again.  A refusal (bad token,
+digest mismatch, destination full, ...) fails at once.
 
-Per file it reads only allocated extents (``SEEK_DATA``/``SEEK_HOLE``), skips
-64 KiB blocks that are entirely zero (so holes *and* written zeros stay holes
-on the destination), and computes the layout-independent sparse digest while
-reading, which it sends in the per-file trailer: each file is read exactly
-once.  Because that digest is computed from the bytes actually sent, it
-cannot notice a source file modified during the transfer; the sender guards
-against that by refusing to finish a file whose size or mtime changed (the
-VM is expected to be stopped during a cold migration anyway).
+Progress: ``progress(done, total)`` (the v1 callback) and, if given,
+``on_progress(Progress)`` with rate and ETA, are called on the event loop
+at least every ``progress_interval`` seconds and once at the end.
 
-To change what is sent (e.g. a qcow2-aware allocation map), swap
-:func:`ferry.transfer.extents.data_extents` for another extent source; the
-receiver does not care how ranges were chosen as long as they ascend.
+To change what is sent, see :mod:`.segments`; how it is sent, :mod:`.sender`;
+the retry policy lives in :func:`_backoff` and :func:`_retryable`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
-import stat
+import random
+import ssl
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from ._aio import run_blocking
-from .digest import SparseDigest
-from .errors import TransferError, TransferRefused
-from .extents import data_extents, nonzero_runs
-from .protocol import (
-    KIND_ACCEPT,
-    KIND_END,
-    KIND_RESULT,
-    MAX_PAYLOAD,
-    Header,
-    ManifestEntry,
-    check_file_name,
-    data_frame_prefix,
-    decode_json,
-    encode_header,
-    encode_json,
-    read_frame,
-)
+from ._aio import run_blocking, run_in_thread
+from .errors import TransferError, TransientTransferError
+from .progress import Counters, Meter, Progress
+from .protocol import check_chunk_size, check_file_name
+from .ratelimit import HOST_LIMITER, TokenBucket
+from .segments import Source, open_source
+from .sender import Attempt, SendOptions
+
+log = logging.getLogger(__name__)
 
 DEFAULT_CHUNK = 4 * 1024 * 1024
-Progress = Callable[[int, int], None]
+DEFAULT_STREAMS = 2
+ProgressFn = Callable[[int, int], None]
 
 
 @dataclass(frozen=True)
 class FileResult:
     size: int  # logical size
-    allocated_bytes: int  # bytes in data extents on the source (what was read)
-    digest: str  # sparse digest, verified by the receiver
+    allocated_bytes: int  # bytes in data extents on the source
+    digest: str  # layout-independent digest, verified by the receiver
+    bytes: int = 0  # non-zero payload bytes the destination holds
 
 
 @dataclass(frozen=True)
 class TransferResult:
-    bytes_sent: int  # payload bytes on the wire (excludes framing and zero blocks)
+    bytes_sent: int  # chunk payload bytes put on the wire, all attempts (after compression)
     files: dict[str, FileResult]
     seconds: float
-
-
-@dataclass
-class _Source:
-    name: str
-    fd: int
-    size: int
-    mtime_ns: int
-    extents: list[tuple[int, int]] = field(default_factory=list)
-
-    @property
-    def allocated(self) -> int:
-        return sum(length for _, length in self.extents)
+    wire_bytes: int = 0  # everything handed to the sockets, framing included
+    attempts: int = 1
+    resumed_bytes: int = 0  # allocated bytes found already verified on the receiver
+    chunks: int = 0
+    chunks_compressed: int = 0
+    chunks_resent: int = 0  # re-sent after a checksum mismatch on arrival
 
 
 async def send_files(
@@ -86,234 +71,157 @@ async def send_files(
     migration_uuid: str,
     directory: Path,
     names: list[str],
-    progress: Progress | None = None,
+    progress: ProgressFn | None = None,
     chunk_size: int = DEFAULT_CHUNK,
     *,
+    streams: int = DEFAULT_STREAMS,
+    compress: bool = False,
+    rate_limit: float | None = None,
+    host_limiter: TokenBucket | None = HOST_LIMITER,
+    ssl_context: ssl.SSLContext | None = None,
+    attempts: int = 6,
+    deadline: float | None = None,
+    backoff: float = 0.5,
+    max_backoff: float = 10.0,
+    on_progress: Callable[[Progress], None] | None = None,
+    progress_interval: float = 0.5,
     connect_timeout: float = 30.0,
     idle_timeout: float = 600.0,
 ) -> TransferResult:
     """Send ``directory/<name>`` for each name; raise TransferError on failure.
 
-    ``progress(bytes_done, bytes_total)`` is called after every chunk, where
-    the total is the allocated size of all files.  ``idle_timeout`` bounds any
-    wait for the receiver; it is generous because the receiver fsyncs each
-    file before reading on.  Raises :class:`TransferRefused` with the
-    receiver's reason when the receiver refuses.
+    ``rate_limit`` caps this migration (bytes/s), ``host_limiter`` is shared
+    by every transfer of the process (see :func:`set_host_rate_limit`).
+    ``deadline`` bounds the whole call including retries (seconds); after
+    it the last error is raised (the conductor then rolls back).
     """
-    if not 0 < chunk_size <= MAX_PAYLOAD:
-        raise ValueError(f"chunk_size must be in 1..{MAX_PAYLOAD}")
+    check_chunk_size(chunk_size)
+    if not 1 <= streams <= 16:
+        raise ValueError("streams must be 1..16")
     for name in names:
         check_file_name(name)
     if len(set(names)) != len(names):
         raise ValueError("duplicate file names")
     started = time.monotonic()
-    sources: list[_Source] = []
+    limit_at = started + deadline if deadline is not None else None
+    limiters = [b for b in (TokenBucket(rate_limit) if rate_limit else None, host_limiter) if b]
+    opts = SendOptions(
+        streams=streams,
+        chunk_size=chunk_size,
+        compress=compress,
+        connect_timeout=connect_timeout,
+        idle_timeout=idle_timeout,
+        ssl_context=ssl_context,
+        limiters=limiters,
+    )
+    sources: list[Source] = []
     try:
-        for name in names:
-            sources.append(await run_blocking(_open_source, directory, name))
-        async with asyncio.timeout(connect_timeout):
-            reader, writer = await asyncio.open_connection(*address)
+        for i, name in enumerate(names):
+            sources.append(await run_blocking(open_source, directory, name, i))
+        counters = Counters({s.name: s.allocated for s in sources})
+        meter = Meter(counters)
+        reporter = asyncio.create_task(_report(meter, progress, on_progress, progress_interval))
         try:
-            session = _Session(reader, writer, idle_timeout, progress, chunk_size)
-            sent, digests = await session.run(token, migration_uuid, sources)
-        except BaseException:
-            # Abort rather than close: the receiver must see the stream end
-            # before any trailer, so it discards the partial files.
-            writer.transport.abort()
-            raise
-        writer.close()
-        with contextlib.suppress(ConnectionError, OSError):
-            await writer.wait_closed()
-    except (ConnectionError, OSError) as exc:
-        raise TransferError(f"transfer to {address[0]}:{address[1]} failed: {exc}") from exc
-    except TimeoutError as exc:
-        raise TransferError(f"transfer to {address[0]}:{address[1]} timed out") from exc
-    except asyncio.IncompleteReadError as exc:
-        raise TransferError(
-            f"receiver {address[0]}:{address[1]} closed the connection without a verdict"
-        ) from exc
+            verdict = await _attempts(
+                address,
+                token,
+                migration_uuid,
+                sources,
+                opts,
+                counters,
+                attempts,
+                limit_at,
+                backoff,
+                max_backoff,
+            )
+        finally:
+            reporter.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reporter
+        _emit(meter, progress, on_progress)  # the final 100 %
     finally:
         for src in sources:
             os.close(src.fd)
-    files = {s.name: FileResult(s.size, s.allocated, digests[s.name]) for s in sources}
-    return TransferResult(sent, files, time.monotonic() - started)
+    files = {s.name: FileResult(s.size, s.allocated, *verdict[s.name]) for s in sources}
+    return TransferResult(
+        bytes_sent=counters.payload_sent,
+        files=files,
+        seconds=time.monotonic() - started,
+        wire_bytes=counters.wire_sent,
+        attempts=counters.attempt,
+        resumed_bytes=counters.skipped,
+        chunks=counters.chunks_sent,
+        chunks_compressed=counters.chunks_compressed,
+        chunks_resent=counters.chunks_resent,
+    )
 
 
-def _open_source(directory: Path, name: str) -> _Source:
-    try:
-        fd = os.open(directory / name, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError as exc:
-        raise TransferError(f"cannot open source file {name!r}: {exc.strerror}") from exc
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise TransferError(f"{name!r} is not a regular file")
-        src = _Source(name, fd, st.st_size, st.st_mtime_ns)
-        src.extents = list(data_extents(fd, st.st_size))
-        return src
-    except BaseException:
-        os.close(fd)
-        raise
-
-
-def _chunks(extents: list[tuple[int, int]], chunk_size: int) -> Iterator[tuple[int, int]]:
-    for start, length in extents:
-        for offset in range(start, start + length, chunk_size):
-            yield offset, min(chunk_size, start + length - offset)
-
-
-def _read_chunk(
-    fd: int, offset: int, length: int, digest: SparseDigest
-) -> tuple[int, list[tuple[bytes, memoryview]]]:
-    """Read one chunk, digest it and return ``(frame prefix, payload)`` pairs.
-
-    Runs in a worker thread: reading, zero detection, digest and checksums
-    are all O(chunk) and would otherwise stall the event loop.
-    """
-    data = os.pread(fd, length, offset)
-    if len(data) != length:
-        raise TransferError(f"short read at offset {offset}: source file changed?")
-    frames = []
-    for run_offset, run in nonzero_runs(offset, data):
-        digest.update(run_offset, run)
-        frames.append((data_frame_prefix(run_offset, run), run))
-    return length, frames
-
-
-class _Session:
-    def __init__(
-        self,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        idle_timeout: float,
-        progress: Progress | None,
-        chunk_size: int,
-    ) -> None:
-        self.reader = reader
-        self.writer = writer
-        self.idle_timeout = idle_timeout
-        self.progress = progress
-        self.chunk_size = chunk_size
-        self.verdict: asyncio.Task[tuple[bytes, bytes]] | None = None
-
-    async def run(
-        self, token: str, migration_uuid: str, sources: list[_Source]
-    ) -> tuple[int, dict[str, str]]:
-        manifest = tuple(ManifestEntry(s.name, s.size) for s in sources)
-        self.writer.write(encode_header(Header(token, migration_uuid, manifest)))
-        await self._drain()
-        kind, body = await self._wait(read_frame(self.reader))
-        if kind == KIND_RESULT:
-            self._raise_refusal(body)
-        if kind != KIND_ACCEPT:
-            raise TransferError(f"receiver answered the header with a {kind!r} frame")
-        # From now on the receiver only speaks to refuse or to conclude; keep
-        # a read pending so a refusal stops us at once.
-        self.verdict = asyncio.create_task(read_frame(self.reader))
+async def _attempts(
+    address: tuple[str, int],
+    token: str,
+    migration_uuid: str,
+    sources: list[Source],
+    opts: SendOptions,
+    counters: Counters,
+    attempts: int,
+    limit_at: float | None,
+    backoff: float,
+    max_backoff: float,
+) -> dict[str, tuple[str, int]]:
+    where = f"{address[0]}:{address[1]}"
+    for n in range(1, max(1, attempts) + 1):
+        counters.new_attempt()
+        attempt = Attempt(address, token, migration_uuid, sources, opts, counters)
         try:
-            return await self._send_all(sources)
-        finally:
-            if not self.verdict.done():
-                self.verdict.cancel()
-            elif not self.verdict.cancelled():
-                self.verdict.exception()  # mark retrieved: no "never retrieved" noise
+            return await run_in_thread(attempt.run, attempt.abort, f"ferry-transfer-{where}")
+        except TransferError as exc:
+            delay = _backoff(n, backoff, max_backoff)
+            out_of_time = limit_at is not None and time.monotonic() + delay >= limit_at
+            if not _retryable(exc) or n >= attempts or out_of_time:
+                raise _with_context(exc, where) from exc
+            log.warning(
+                "transfer to %s, attempt %d failed (%s); resuming in %.1fs", where, n, exc, delay
+            )
+            await asyncio.sleep(delay)
+    raise AssertionError("unreachable")
 
-    async def _send_all(self, sources: list[_Source]) -> tuple[int, dict[str, str]]:
-        total = sum(s.allocated for s in sources)
-        done = sent = 0
-        digests: dict[str, str] = {}
-        sent_per_file: dict[str, int] = {}
-        for src in sources:
-            digest = SparseDigest(src.size)
-            file_sent = 0
-            chunks = _chunks(src.extents, self.chunk_size)
-            # Pipelined: the next chunk is read (and digested) by a worker
-            # thread while the current one drains to the socket.  Reads stay
-            # strictly in order because each starts after the previous ended.
-            reading = self._read_next(src.fd, chunks, digest)
-            try:
-                while reading is not None:
-                    n, frames = await reading
-                    reading = self._read_next(src.fd, chunks, digest)
-                    for prefix, payload in frames:
-                        self.writer.write(prefix)
-                        self.writer.write(payload)
-                        file_sent += len(payload)
-                    await self._drain()
-                    done += n
-                    if self.progress is not None:
-                        self.progress(done, total)
-            finally:
-                if reading is not None:
-                    # Let the worker finish before the caller closes the fd.
-                    await asyncio.wait([reading])
-                    if not reading.cancelled():
-                        reading.exception()
-            st = await run_blocking(os.fstat, src.fd)
-            if st.st_size != src.size or st.st_mtime_ns != src.mtime_ns:
-                raise TransferError(f"{src.name!r} changed while it was being sent")
-            digests[src.name] = digest.hexdigest()
-            sent_per_file[src.name] = file_sent
-            sent += file_sent
-            end_frame = {"name": src.name, "bytes": file_sent, "digest": digests[src.name]}
-            self.writer.write(encode_json(KIND_END, end_frame))
-            await self._drain()
-        assert self.verdict is not None
-        kind, body = await self._wait(self.verdict)
-        if kind != KIND_RESULT:
-            raise TransferError(f"receiver concluded with a {kind!r} frame")
-        self._check_result(decode_json(kind, body), digests, sent_per_file)
-        return sent, digests
 
-    def _read_next(
-        self, fd: int, chunks: Iterator[tuple[int, int]], digest: SparseDigest
-    ) -> asyncio.Future[tuple[int, list[tuple[bytes, memoryview]]]] | None:
-        chunk = next(chunks, None)
-        if chunk is None:
-            return None
-        offset, n = chunk
-        return asyncio.ensure_future(run_blocking(_read_chunk, fd, offset, n, digest))
+def _retryable(exc: BaseException) -> bool:
+    return isinstance(exc, TransientTransferError)
 
-    async def _drain(self) -> None:
-        # A refusal can arrive while we are still sending: surface it instead
-        # of the broken pipe it would eventually cause.
-        if self.verdict is not None and self.verdict.done():
-            await self._refused_early()
-        try:
-            await self._wait(self.writer.drain())
-        except (ConnectionError, OSError):
-            await self._refused_early()
-            raise
 
-    async def _refused_early(self) -> None:
-        assert self.verdict is not None
-        with contextlib.suppress(TimeoutError, ConnectionError, OSError, EOFError):
-            async with asyncio.timeout(1.0):
-                kind, body = await asyncio.shield(self.verdict)
-            if kind == KIND_RESULT:
-                self._raise_refusal(body)
-        raise TransferError("receiver closed the connection")
+def _backoff(attempt: int, base: float, cap: float) -> float:
+    # Exponential with full jitter, so hosts retrying together spread out.
+    return random.uniform(0.5, 1.0) * min(cap, base * 2 ** (attempt - 1))
 
-    async def _wait(self, awaitable: Any) -> Any:
-        async with asyncio.timeout(self.idle_timeout):
-            return await awaitable
 
-    def _raise_refusal(self, body: bytes) -> None:
-        result = decode_json(KIND_RESULT, body)
-        if result.get("ok") is True:
-            raise TransferError("receiver reported success before the transfer ended")
-        raise TransferRefused(str(result.get("error") or "refused without a reason"))
+def _with_context(exc: TransferError, where: str) -> TransferError:
+    if isinstance(exc, TransientTransferError) and where not in str(exc):
+        new = type(exc)(f"transfer to {where} failed: {exc}")
+        return new
+    return exc
 
-    def _check_result(
-        self, result: dict[str, Any], digests: dict[str, str], sent: dict[str, int]
-    ) -> None:
-        if result.get("ok") is not True:
-            raise TransferRefused(str(result.get("error") or "refused without a reason"))
-        files = result.get("files")
-        if not isinstance(files, dict) or set(files) != set(digests):
-            raise TransferError("receiver's result does not list the files sent")
-        for name, info in files.items():
-            if not isinstance(info, dict):
-                raise TransferError(f"receiver's result for {name!r} is malformed")
-            if info.get("digest") != digests[name] or info.get("bytes_written") != sent[name]:
-                raise TransferError(f"receiver's result for {name!r} does not match what was sent")
+
+async def _report(
+    meter: Meter,
+    progress: ProgressFn | None,
+    on_progress: Callable[[Progress], None] | None,
+    interval: float,
+) -> None:
+    while True:
+        await asyncio.sleep(interval)
+        _emit(meter, progress, on_progress)
+
+
+def _emit(
+    meter: Meter, progress: ProgressFn | None, on_progress: Callable[[Progress], None] | None
+) -> None:
+    snap = meter.snapshot()
+    # A failing callback must not kill the transfer it reports on.
+    try:
+        if progress is not None:
+            progress(snap.done, snap.total)
+        if on_progress is not None:
+            on_progress(snap)
+    except Exception:
+        log.exception("progress callback failed")

@@ -72,6 +72,27 @@ def data_extents(fd: int, size: int) -> Iterator[tuple[int, int]]:
         offset = end
 
 
+def block_ranges(fd: int, size: int) -> Iterator[tuple[int, int]]:
+    """Yield ``(start, end)`` of data extents widened to whole blocks and merged.
+
+    Every block that holds any allocated byte is covered exactly once; the
+    hole bytes inside such a block read back as zeros, so hashing whole
+    blocks gives the same result as hashing the data alone.
+    """
+    cur: tuple[int, int] | None = None
+    for start, length in data_extents(fd, size):
+        lo = start - start % BLOCK_SIZE
+        hi = min(size, -(-(start + length) // BLOCK_SIZE) * BLOCK_SIZE)
+        if cur is not None and lo <= cur[1]:
+            cur = (cur[0], max(cur[1], hi))
+            continue
+        if cur is not None:
+            yield cur
+        cur = (lo, hi)
+    if cur is not None:
+        yield cur
+
+
 def allocated_bytes(fd: int, size: int) -> int:
     """Bytes covered by :func:`data_extents` (what a sparse copy has to read)."""
     return sum(length for _, length in data_extents(fd, size))

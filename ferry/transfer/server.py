@@ -1,24 +1,20 @@
-"""Transfer endpoint: receives a migration's files on the destination host.
+"""Transfer endpoint: receives migrations' files on the destination host.
 
-Each compute host runs one :class:`TransferServer` on its data-plane address.
-A connection is one transfer (see :mod:`ferry.transfer.protocol`):
+Each compute host runs one :class:`TransferServer` on its data-plane
+address.  The event loop only accepts connections; each connection is
+served by its own thread with a blocking socket (:mod:`.receiver`; see
+:mod:`.wire` for why threads).  The server owns what connections share:
 
-1. read and validate the header (names, sizes) - nothing touches the disk
-   before the header is valid *and* the token is consumed from the
-   :class:`~ferry.transfer.tokens.TokenRegistry` *and* the manifest matches
-   the grant exactly;
-2. reply ``A`` and receive each file into ``<name>.part`` (see
-   :mod:`ferry.transfer.sink`), one bounded frame at a time;
-3. when every file is verified and fsynced, rename them all into place,
-   fsync the directory and reply ``R`` ok.
+* the table of live :class:`~ferry.transfer.session.Session` objects, one
+  per grant: a new control connection for a grant supersedes the older
+  attempt (that is how a resumed transfer takes over from a dead one), and
+  two grants may not write the same files at once;
+* the per-host receive limit (:class:`~ferry.transfer.ratelimit.TokenBucket`);
+* clean-up of partial files: removed when their grant is revoked
+  (``registry.revoke``) or expires, and on ``stop()`` unless the registry is
+  persistent, in which case they are kept for a restarted server to resume.
 
-Any failure removes every ``.part`` (and any file already renamed by this
-connection), replies ``R`` with the reason when the peer is still there, and
-closes.  A grant is therefore all-or-nothing.
-
-To add per-transfer policy (quotas, rate limits, metrics), hook into
-:meth:`TransferServer._receive`; to change where files land, change how the
-grant is built, not this module.
+To add per-host policy (quotas, admission), hook into :meth:`start_session`.
 """
 
 from __future__ import annotations
@@ -26,39 +22,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import time
-from pathlib import Path
-from typing import Any
+import socket
+import ssl
+import threading
 
-from ._aio import run_blocking
-from .errors import ProtocolError, TransferRefused
-from .protocol import (
-    KIND_ACCEPT,
-    KIND_DATA,
-    KIND_END,
-    KIND_HEADER,
-    Header,
-    encode_json,
-    encode_result,
-    parse_data,
-    parse_end,
-    parse_header,
-    read_frame,
-)
-from .sink import PartFile, fsync_directory
-from .tokens import TokenRegistry, TransferGrant
+from . import receiver
+from .errors import ProtocolError, TransferBusy, TransferRefused
+from .protocol import MAX_SEGMENT, Hello
+from .ratelimit import TokenBucket
+from .session import Session
+from .sink import discard_partials
+from .tokens import TokenRegistry, TransferGrant, token_key
 
 log = logging.getLogger(__name__)
 
-# How long we keep reading (and discarding) after refusing, so the peer gets
-# to read our error frame instead of a connection reset.
-_LINGER_SECONDS = 5.0
-_STREAM_LIMIT = 1024 * 1024
-
-
-class _ClosedBeforeHeader(Exception):
-    pass
+# How long a new attempt waits for the previous attempt's threads to let go.
+_TAKEOVER_SECONDS = 10.0
 
 
 class TransferServer:
@@ -71,234 +50,197 @@ class TransferServer:
         idle_timeout: float = 120.0,
         header_timeout: float = 10.0,
         file_mode: int = 0o600,
+        ssl_context: ssl.SSLContext | None = None,
+        rate_limit: float | None = None,
+        max_connections: int = 64,
+        keep_partials: bool | None = None,
+        sweep_interval: float = 60.0,
     ) -> None:
         self.host = host
         self.registry = registry
-        # A silent peer must not pin partial files (and a grant) forever.
+        # A silent peer must not pin partial files (and a session) forever.
         self.idle_timeout = idle_timeout
         # Unauthenticated connections get much less patience than transfers.
         self.header_timeout = header_timeout
         self.file_mode = file_mode
+        self.ssl_context = ssl_context
+        self.limiter = TokenBucket(rate_limit)  # per host: shared by all transfers
+        self.max_connections = max_connections
+        # Partials are only worth keeping if a restarted server can know their grant.
+        self.keep_partials = registry.path is not None if keep_partials is None else keep_partials
+        self.sweep_interval = sweep_interval
+        self.stopping = False
         self._requested_port = port
-        self._server: asyncio.Server | None = None
-        self._connections: set[asyncio.Task[Any]] = set()
-        # Final paths being received right now: two connections writing the
-        # same target would delete each other's partial files.
-        self._active: set[Path] = set()
+        self._listener: socket.socket | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._lock = threading.Lock()
+        self._sessions: dict[bytes, Session] = {}
+        self._threads: dict[threading.Thread, socket.socket] = {}
+        registry.on_revoke(self._revoked)
+
+    # -- lifecycle -------------------------------------------------------------
 
     async def start(self) -> None:
-        if self._server is not None:
+        if self._listener is not None:
             raise RuntimeError("transfer server already started")
-        self._server = await asyncio.start_server(
-            self._handle, self.host, self._requested_port, limit=_STREAM_LIMIT
-        )
+        loop = asyncio.get_running_loop()
+        infos = await loop.getaddrinfo(self.host, self._requested_port, type=socket.SOCK_STREAM)
+        family, _, _, _, addr = infos[0]
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            # A restarted agent must get its port back while old connections linger.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(addr)
+            sock.listen(128)
+            sock.setblocking(False)
+        except BaseException:
+            sock.close()
+            raise
+        self._listener = sock
+        self.stopping = False
+        await asyncio.to_thread(self._sweep)
+        self._tasks = [
+            asyncio.create_task(self._accept_loop(sock)),
+            asyncio.create_task(self._sweep_loop()),
+        ]
         log.info("transfer endpoint listening on %s:%d", self.host, self.port)
 
     @property
     def port(self) -> int:
-        if self._server is None or not self._server.sockets:
+        if self._listener is None:
             raise RuntimeError("transfer server not started")
-        return int(self._server.sockets[0].getsockname()[1])
+        return int(self._listener.getsockname()[1])
 
     @property
     def address(self) -> tuple[str, int]:
         return (self.host, self.port)
 
+    def set_rate_limit(self, rate: float | None) -> None:
+        """Change the per-host receive limit (bytes/s; None = unlimited)."""
+        self.limiter.set_rate(rate)
+
     async def stop(self) -> None:
-        """Stop listening and abort transfers in progress (their partials are removed)."""
-        server, self._server = self._server, None
-        if server is None:
+        """Stop listening and end transfers in progress (partials kept for a resume
+        when the registry is persistent, removed otherwise)."""
+        listener, self._listener = self._listener, None
+        if listener is None:
             return
-        server.close()
-        for task in list(self._connections):
+        self.stopping = True
+        for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*self._connections, return_exceptions=True)
-        await server.wait_closed()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        listener.close()
+        outcome = "transient" if self.keep_partials else "failed"
+        with self._lock:
+            sessions = list(self._sessions.values())
+            threads = list(self._threads.items())
+        for session in sessions:
+            session.end(outcome, "transfer endpoint stopped", linger=False)
+        for _, sock in threads:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)  # wakes a thread still in its handshake
+        for thread, _ in threads:
+            await asyncio.to_thread(thread.join)
 
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            await self._serve(reader, writer)
-        except asyncio.CancelledError:
-            # Only stop() cancels connection tasks, and _serve has already
-            # removed the partial files.  Returning normally keeps asyncio
-            # (3.11) from logging the cancellation as an unhandled error.
-            writer.close()
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        if task is not None:
-            self._connections.add(task)
-        peer = writer.get_extra_info("peername")
-        parts: list[PartFile] = []
-        claimed: list[Path] = []
-        committed: list[Path] = []
-        started = time.monotonic()
-        error: str | None = None
-        ok = False
-        try:
-            result = await self._receive(reader, writer, parts, claimed, committed)
-            # The reply is part of the transaction: if the sender cannot learn
-            # that it succeeded, roll back so it can simply retry.
-            await self._reply(writer, encode_result(True, result))
-            ok = True
-        except _ClosedBeforeHeader:
-            # Reachability probes (connect, close) are normal: not a warning.
-            log.debug("connection from %s closed before sending a header", peer)
-        except TransferRefused as exc:
-            error = exc.reason
-        except asyncio.IncompleteReadError:
-            error = "connection closed mid-transfer"
-        except TimeoutError:
-            error = "timed out waiting for the sender"
-        except ConnectionError as exc:
-            error = f"connection lost: {exc}"
-        except OSError as exc:
-            log.exception("transfer from %s failed on local I/O", peer)
-            error = f"receiver I/O error: {exc}"
-        except Exception as exc:
-            log.exception("transfer from %s failed", peer)
-            error = f"receiver internal error: {type(exc).__name__}"
-        finally:
-            # Also runs on cancellation (server stop): never leave partials.
-            await self._cleanup(parts, committed, failed=not ok)
-            for path in claimed:
-                self._active.discard(path)
-            if task is not None:
-                self._connections.discard(task)
-            if not ok and error is None:
-                writer.close()
-        if ok:
-            log.info(
-                "received %d file(s), %d bytes from %s in %.2fs",
-                len(parts),
-                sum(p.bytes_written for p in parts),
-                peer,
-                time.monotonic() - started,
+    async def _accept_loop(self, listener: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            conn, peer = await loop.sock_accept(listener)
+            with self._lock:
+                busy = len(self._threads) >= self.max_connections
+            if busy:
+                log.warning("transfer endpoint: too many connections, refusing %s", peer)
+                conn.close()
+                continue
+            thread = threading.Thread(
+                target=self._serve,
+                args=(conn, peer),
+                daemon=True,
+                name=f"ferry-recv-{peer[0]}:{peer[1]}",
             )
-            writer.close()
-            with contextlib.suppress(ConnectionError, OSError):
-                await writer.wait_closed()
-        elif error is not None:
-            log.warning("refused transfer from %s: %s", peer, error)
-            await self._refuse(reader, writer, error)
+            with self._lock:
+                self._threads[thread] = conn
+            thread.start()
 
-    async def _receive(
-        self,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        parts: list[PartFile],
-        claimed: list[Path],
-        committed: list[Path],
-    ) -> dict[str, dict[str, Any]]:
+    def _serve(self, conn: socket.socket, peer: object) -> None:
         try:
-            async with asyncio.timeout(self.header_timeout):
-                kind, body = await read_frame(reader)
-        except asyncio.IncompleteReadError as exc:
-            if not exc.partial:
-                raise _ClosedBeforeHeader from None
-            raise
-        if kind != KIND_HEADER:
-            raise ProtocolError(f"expected a header frame, got {kind!r}")
-        header = parse_header(body)
-        grant = self.registry.consume(header.token, header.migration_uuid)
-        _check_manifest(header, grant)
-        for entry in header.files:
-            path = grant.directory / entry.name
-            if path in self._active:
-                raise TransferRefused(f"{entry.name!r} is already being received")
-            self._active.add(path)
-            claimed.append(path)
-        await run_blocking(_prepare_directory, grant)
-        await self._reply(writer, encode_json(KIND_ACCEPT, {"ok": True}))
-
-        for entry in header.files:
-            part = PartFile(grant.directory, entry.name, entry.size, self.file_mode)
-            parts.append(part)
-            await run_blocking(part.open)
-            await self._receive_file(reader, part)
-
-        await run_blocking(_commit, parts, committed, grant.directory)
-        return {p.name: {"digest": p.digest, "bytes_written": p.bytes_written} for p in parts}
-
-    async def _receive_file(self, reader: asyncio.StreamReader, part: PartFile) -> None:
-        # Pipelined: frame N is written by a worker thread while frame N+1 is
-        # read from the socket, so disk and network overlap.  At most two
-        # frames are held in memory, and writes stay in order (the digest and
-        # the ascending-offset check depend on it).
-        pending: asyncio.Future[None] | None = None
-        try:
-            while True:
-                kind, body = await self._read(reader)
-                if pending is not None:
-                    await pending  # surfaces a failed write of the previous frame
-                    pending = None
-                if kind == KIND_DATA:
-                    # Checksum and bounds on the loop (xxh3 runs at >10 GB/s,
-                    # so ~0.3 ms per 4 MiB) so a bad frame is refused at once;
-                    # only the disk write and digest go to the thread.
-                    offset, payload = parse_data(body)
-                    part.accept(offset, len(payload))
-                    pending = asyncio.ensure_future(run_blocking(part.write, offset, payload))
-                elif kind == KIND_END:
-                    await run_blocking(part.finish, parse_end(body))
-                    return
-                else:
-                    raise ProtocolError(f"unexpected {kind!r} frame while receiving a file")
+            receiver.serve(self, conn, peer)
         finally:
-            if pending is not None:
-                # Never let cleanup unlink/close the file under a running write.
-                await asyncio.wait([pending])
-                if not pending.cancelled():
-                    pending.exception()  # retrieved: the first error already propagates
+            with self._lock:
+                self._threads.pop(threading.current_thread(), None)
 
-    async def _read(self, reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
-        async with asyncio.timeout(self.idle_timeout):
-            return await read_frame(reader)
+    def track(self, sock: socket.socket) -> None:
+        """Record the socket the calling connection thread now uses (after TLS wrap)."""
+        with self._lock:
+            self._threads[threading.current_thread()] = sock
 
-    async def _reply(self, writer: asyncio.StreamWriter, frame: bytes) -> None:
-        writer.write(frame)
-        async with asyncio.timeout(self.idle_timeout):
-            await writer.drain()
+    # -- sessions ----------------------------------------------------------------
 
-    async def _cleanup(self, parts: list[PartFile], committed: list[Path], failed: bool) -> None:
-        def work() -> None:
-            for part in parts:
-                part.discard()
-            if failed:
-                for path in committed:
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(path)
+    def start_session(self, grant: TransferGrant, hello: Hello) -> Session:
+        """A new attempt for ``grant``: supersede the older one, open or resume the files."""
+        _check_manifest(hello, grant)
+        key = token_key(hello.token)
+        paths = {grant.directory / f.name for f in hello.files}
+        with self._lock:
+            old = self._sessions.get(key)
+            others = [s for k, s in self._sessions.items() if k != key and s.paths & paths]
+        for other in others:
+            # Another grant's transfer of the same files: wait if it is only
+            # finishing (its outcome is decided), refuse if it is running.
+            if other.outcome is None or not other.wait_closed(_TAKEOVER_SECONDS):
+                raise TransferRefused("these files are being received by another transfer")
+        if old is not None:
+            # A new attempt of the same migration: the old one is dead or dying.
+            old.end("transient", "superseded by a newer attempt", linger=False)
+            if not old.wait_closed(_TAKEOVER_SECONDS):
+                raise TransferBusy("still closing the previous attempt of this transfer")
+        session = Session(grant, hello.token, hello, self.file_mode)
+        session.open()
+        with self._lock:
+            if self.stopping:
+                session.end("transient", "transfer endpoint stopped")
+                raise TransferBusy("transfer endpoint is stopping")
+            self._sessions[key] = session
+            for k in [k for k, s in self._sessions.items() if s.closed]:
+                del self._sessions[k]  # keeps the table as small as the live transfers
+        return session
 
-        # run_blocking waits for the worker even if we are being cancelled.
-        await run_blocking(work)
+    def join_session(self, hello: Hello) -> Session:
+        with self._lock:
+            session = self._sessions.get(token_key(hello.token))
+        if session is None or session.id != hello.session or session.outcome is not None:
+            raise TransferBusy("no such transfer session (it ended); retry")
+        return session
 
-    async def _refuse(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, reason: str
-    ) -> None:
-        """Send the error frame, then read and discard until the peer closes.
+    async def _sweep_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.sweep_interval)
+            await asyncio.to_thread(self._sweep)
 
-        Closing a socket with unread input makes the kernel send a reset, which
-        can destroy our error frame before the sender reads it.
-        """
-        try:
-            async with asyncio.timeout(_LINGER_SECONDS):
-                writer.write(encode_result(False, error=reason))
-                await writer.drain()
-                if writer.can_write_eof():
-                    writer.write_eof()
-                while await reader.read(_STREAM_LIMIT):
-                    pass
-        except (TimeoutError, ConnectionError, OSError):
-            pass
-        finally:
-            writer.close()
-            with contextlib.suppress(ConnectionError, OSError):
-                await writer.wait_closed()
+    def _sweep(self) -> None:
+        # Partials of grants that expired will never be resumed (a new
+        # connection would be refused).  A transfer still running past its
+        # expiry is left to finish: expiry gates connections, not bytes.
+        with self._lock:
+            running = {s.grant.migration_uuid for s in self._sessions.values() if s.outcome is None}
+        for grant in self.registry.expired():
+            if grant.migration_uuid not in running:
+                discard_partials(grant.directory, list(grant.files))
+
+    def _revoked(self, grant: TransferGrant) -> None:
+        with self._lock:
+            doomed = [
+                s for s in self._sessions.values() if s.grant.migration_uuid == grant.migration_uuid
+            ]
+        for session in doomed:
+            session.revoke()
+        if not doomed:
+            discard_partials(grant.directory, list(grant.files))
 
 
-def _check_manifest(header: Header, grant: TransferGrant) -> None:
+def _check_manifest(hello: Hello, grant: TransferGrant) -> None:
     # Exact match: a missing disk must fail loudly here, not at boot time.
-    offered = {f.name: f.size for f in header.files}
+    offered = {f.name: f.size for f in hello.files}
     unexpected = sorted(set(offered) - set(grant.files))
     if unexpected:
         raise TransferRefused(f"files not in the grant: {unexpected}")
@@ -310,19 +252,5 @@ def _check_manifest(header: Header, grant: TransferGrant) -> None:
             raise TransferRefused(
                 f"{name!r}: size {size} does not match the granted size {grant.files[name]}"
             )
-
-
-def _prepare_directory(grant: TransferGrant) -> None:
-    grant.directory.mkdir(parents=True, exist_ok=True)
-    if grant.replace_existing:
-        return
-    existing = sorted(n for n in grant.files if os.path.lexists(grant.directory / n))
-    if existing:
-        raise TransferRefused(f"destination files already exist: {existing}")
-
-
-def _commit(parts: list[PartFile], committed: list[Path], directory: Path) -> None:
-    for part in parts:
-        part.commit()
-        committed.append(part.final_path)
-    fsync_directory(directory)
+    if hello.chunk_size > MAX_SEGMENT:
+        raise ProtocolError("chunk size too large")

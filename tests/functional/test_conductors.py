@@ -19,8 +19,10 @@ from tests.support.cloud import Cloud, start_cloud
 
 @pytest.fixture
 async def two(tmp_path: Path) -> AsyncIterator[tuple[Cloud, ConductorEndpoint]]:
-    ec = await start_cloud(tmp_path / "s", hosts=3, conductor_lease_seconds=1.0,
-                           lease_renew_interval=0.2)
+    # Leases short enough for a quick takeover test, long enough that a busy
+    # 2-core machine never lets a live conductor's lease lapse.
+    ec = await start_cloud(tmp_path / "s", hosts=3, conductor_lease_seconds=4.0,
+                           lease_renew_interval=0.3)
     ec.conductor.name = "conductor-a"
     ec.conductor.leases.owner = "conductor-a"
     b = ConductorEndpoint.create(ec.sessions, ec.bus, ec.cfg.settings, name="conductor-b")
@@ -76,7 +78,7 @@ async def test_dead_conductor_migrations_are_taken_over(
     # B must not touch it while A's lease is valid...
     [mig] = await cloud.migrations(sid)
     assert mig["state"] == "powering_off"
-    # ...and takes it over once the lease expired (1 s), rolling it back.
+    # ...and takes it over once the lease expired (4 s), rolling it back.
     s = await cloud.wait_status(sid, "ACTIVE", timeout=15)
     gate.released.set()  # A's late power-off arrives and is refused (fenced)
     await asyncio.sleep(0.2)

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from ferry.transfer import SparseDigest, sparse_digest
+from ferry.transfer.digest import MASK, finish_digest, scan_blocks, sum_runs
 from ferry.transfer.extents import BLOCK_SIZE
 
 from .test_transfer_helpers import MiB, allocated, make_sparse
@@ -102,3 +103,35 @@ def test_digest_is_xxh3_128_hex() -> None:
     value = SparseDigest(0).hexdigest()
     assert len(value) == 32
     int(value, 16)
+
+
+def test_chunk_sums_add_up_to_the_file_digest_in_any_order(tmp_path: Path) -> None:
+    size = 10 * MiB + 4321
+    content = bytearray(size)
+    for off in (0, 3 * MiB + 7, 9 * MiB, size - 100):
+        content[off : off + 70_000] = os.urandom(len(content[off : off + 70_000]))
+    path = tmp_path / "f"
+    path.write_bytes(content)
+    for chunk in (BLOCK_SIZE, MiB, 4 * MiB):
+        sums = [scan_blocks(content, 0, a, min(a + chunk, size))[1] for a in range(0, size, chunk)]
+        random.Random(chunk).shuffle(sums)
+        assert finish_digest(size, sum(sums) & MASK) == sparse_digest(path)
+
+
+def test_sum_of_unaligned_runs_equals_the_sum_of_the_blocks() -> None:
+    """The receiver sums runs of exactly-allocated bytes; the sender whole blocks."""
+    seg_len = 5 * BLOCK_SIZE + 1000  # last segment of a file: a short last block
+    content = bytearray(seg_len)
+    runs = ((100, 4096), (8192, 4096), (BLOCK_SIZE, 2 * BLOCK_SIZE + 5), (5 * BLOCK_SIZE, 1000))
+    for rel, n in runs:
+        content[rel : rel + n] = os.urandom(n)
+    packed = b"".join(bytes(content[rel : rel + n]) for rel, n in runs)
+    base = 7 * 4 * MiB
+    expected = scan_blocks(content, base, 0, seg_len)[1]
+    assert sum_runs(packed, base, seg_len, runs) == expected
+    # A flipped bit or a run moved elsewhere changes it.
+    flipped = bytearray(packed)
+    flipped[5000] ^= 1
+    assert sum_runs(bytes(flipped), base, seg_len, runs) != expected
+    moved = ((100 + 4096, 4096), *runs[1:])
+    assert sum_runs(packed, base, seg_len, moved) != expected

@@ -1,23 +1,33 @@
 from __future__ import annotations
 
-import asyncio
 import json
+import socket
 import struct
 
 import pytest
 
 from ferry.transfer import ProtocolError, TransferRefused, check_file_name
 from ferry.transfer.protocol import (
-    KIND_DATA,
+    CHUNK,
+    FRAME,
+    KIND_CHUNK,
     KIND_HEADER,
-    MAX_PAYLOAD,
+    MAX_SEGMENT,
     PROTO,
-    data_frame_prefix,
+    RUN,
+    ChunkHeader,
+    Hello,
+    ManifestEntry,
+    chunk_prefix,
+    encode_hello,
+    encode_journal,
     encode_json,
-    parse_data,
-    parse_header,
-    read_frame,
+    parse_chunk_header,
+    parse_hello,
+    parse_journal,
+    parse_runs,
 )
+from ferry.transfer.wire import Wire
 
 
 @pytest.mark.parametrize("name", ["disk", "disk.config", "console.log", "x-1_2", "dïsk"])
@@ -40,6 +50,7 @@ def test_plain_names_are_accepted(name: str) -> None:
         "nul\0byte",
         "new\nline",
         "disk.part",
+        "disk.journal",
         "x" * 256,
         "\udcff",
         None,
@@ -51,73 +62,106 @@ def test_unsafe_names_are_refused(name: object) -> None:
         check_file_name(name)
 
 
-def _reader(data: bytes) -> asyncio.StreamReader:
-    reader = asyncio.StreamReader()
-    reader.feed_data(data)
-    reader.feed_eof()
-    return reader
+def _wire(data: bytes) -> tuple[Wire, socket.socket]:
+    a, b = socket.socketpair()
+    b.sendall(data)
+    b.shutdown(socket.SHUT_WR)
+    return Wire(a, 1.0), b
 
 
-async def test_frame_round_trip() -> None:
-    frame = encode_json(KIND_HEADER, {"a": 1})
-    kind, body = await read_frame(_reader(frame))
-    assert kind == KIND_HEADER
-    assert json.loads(body) == {"a": 1}
+def test_frame_round_trip() -> None:
+    wire, other = _wire(encode_json(KIND_HEADER, {"a": 1}))
+    assert wire.read_json(KIND_HEADER) == {"a": 1}
+    wire.close()
+    other.close()
 
 
-async def test_oversized_and_unknown_frames_are_rejected_before_reading() -> None:
-    # Only the 5-byte prefix is fed: the receiver must refuse on the declared
+def test_oversized_and_unknown_frames_are_rejected_before_reading() -> None:
+    # Only the 5-byte prefix is sent: the receiver must refuse on the declared
     # length alone, without waiting for (or allocating) the body.
-    with pytest.raises(ProtocolError, match="exceeds limit"):
-        await read_frame(_reader(struct.pack(">cI", KIND_DATA, MAX_PAYLOAD + 17)))
-    with pytest.raises(ProtocolError, match="exceeds limit"):
-        await read_frame(_reader(struct.pack(">cI", KIND_HEADER, 2**31)))
-    with pytest.raises(ProtocolError, match="unknown frame kind"):
-        await read_frame(_reader(struct.pack(">cI", b"Z", 1) + b"x"))
+    for prefix, reason in [
+        (struct.pack(">cI", KIND_CHUNK, 2 * MAX_SEGMENT), "exceeds"),
+        (struct.pack(">cI", KIND_HEADER, 2**31), "exceeds"),
+        (struct.pack(">cI", b"Z", 1), "unknown frame kind"),
+    ]:
+        wire, other = _wire(prefix)
+        with pytest.raises(ProtocolError, match=reason):
+            wire.read_head()
+        wire.close()
+        other.close()
 
 
-def test_data_frame_checksum_binds_payload_and_offset() -> None:
-    payload = b"hello world"
-    frame = data_frame_prefix(4096, payload) + payload
-    body = frame[5:]
-    offset, view = parse_data(body)
-    assert (offset, bytes(view)) == (4096, payload)
-    corrupted = bytearray(body)
-    corrupted[-1] ^= 1
-    with pytest.raises(TransferRefused, match="checksum mismatch"):
-        parse_data(bytes(corrupted))
-    moved = struct.pack(">Q", 8192) + body[8:]  # same payload, replayed elsewhere
-    with pytest.raises(TransferRefused, match="checksum mismatch"):
-        parse_data(moved)
-    with pytest.raises(ValueError):
-        data_frame_prefix(0, bytes(MAX_PAYLOAD + 1))
+def test_chunk_header_round_trip() -> None:
+    runs = ((0, 4096), (65536, 131072))
+    head = ChunkHeader(3, 1, 77, (1 << 127) + 5, 135168, 1000, runs)
+    prefix = chunk_prefix(head)
+    kind, length = FRAME.unpack_from(prefix)
+    assert kind == KIND_CHUNK
+    assert length == CHUNK.size + RUN.size * len(runs) + 1000
+    fixed = prefix[FRAME.size : FRAME.size + CHUNK.size]
+    assert parse_chunk_header(fixed) == (3, 1, 77, (1 << 127) + 5, 135168, 1000, 2)
+    assert parse_runs(prefix[FRAME.size + CHUNK.size :], 2) == runs
+    with pytest.raises(ProtocolError, match="out of bounds"):
+        parse_chunk_header(CHUNK.pack(0, 0, 0, bytes(16), MAX_SEGMENT + 1, 0, 0))
 
 
-def _header(**overrides: object) -> bytes:
+def test_journal_frames_split_and_round_trip() -> None:
+    entries = [(i, 65536, i * 7 + (1 << 100)) for i in range(60_000)]
+    frames = encode_journal(2, entries)
+    assert len(frames) == 2
+    got = []
+    for frame in frames:
+        file, part = parse_journal(frame[FRAME.size :])
+        assert file == 2
+        got.extend(part)
+    assert got == entries
+
+
+def _hello(**overrides: object) -> bytes:
     obj: dict[str, object] = {
         "proto": PROTO,
+        "role": "control",
         "token": "t",
         "migration_uuid": "m",
-        "files": [{"name": "disk", "size": 10}],
+        "files": [{"name": "disk", "size": 10, "allocated": 10}],
+        "chunk_size": 4 * 1024 * 1024,
+        "streams": 2,
+        "compression": ["zstd"],
     }
     obj.update(overrides)
     return json.dumps(obj).encode()
 
 
-def test_header_validation() -> None:
-    header = parse_header(_header())
-    assert (header.token, header.migration_uuid, header.files[0].name) == ("t", "m", "disk")
+def test_hello_validation() -> None:
+    hello = parse_hello(_hello())
+    assert (hello.token, hello.migration_uuid, hello.files[0].name) == ("t", "m", "disk")
+    assert hello.streams == 2 and hello.compression == ("zstd",)
+    data = parse_hello(
+        json.dumps(
+            {"proto": PROTO, "role": "data", "token": "t", "migration_uuid": "m", "session": "s"}
+        ).encode()
+    )
+    assert (data.role, data.session) == ("data", "s")
+    encoded = encode_hello(
+        Hello("control", "t", "m", (ManifestEntry("disk", 10, 10),), 4 * 1024 * 1024, 2, ("zstd",))
+    )
+    assert parse_hello(encoded[FRAME.size :]) == hello
     bad = [
-        (_header(proto="ferry-transfer/0"), "unsupported protocol"),
-        (_header(token=1), "token"),
-        (_header(files=[{"name": "d", "size": -1}]), "invalid size"),
-        (_header(files=[{"name": "d", "size": True}]), "size"),
-        (_header(files=[{"name": "d", "size": 1}, {"name": "d", "size": 1}]), "twice"),
-        (_header(files=[{"name": "../d", "size": 1}]), "file name"),
-        (_header(files="disk"), "files"),
+        (_hello(proto="ferry-transfer/1"), "unsupported protocol"),
+        (_hello(role="boss"), "role"),
+        (_hello(token=1), "token"),
+        (_hello(files=[{"name": "d", "size": -1, "allocated": 0}]), "invalid size"),
+        (_hello(files=[{"name": "d", "size": 1, "allocated": 2}]), "invalid size"),
+        (_hello(files=[{"name": "d", "size": True, "allocated": 0}]), "size"),
+        (_hello(files=[{"name": "d", "size": 1, "allocated": 0}] * 2), "twice"),
+        (_hello(files=[{"name": "../d", "size": 1, "allocated": 0}]), "file name"),
+        (_hello(files="disk"), "files"),
+        (_hello(chunk_size=1000), "chunk_size"),
+        (_hello(streams=0), "streams"),
+        (_hello(compression="zstd"), "compression"),
         (b"[1, 2]", "JSON object"),
         (b"\xff{", "JSON"),
     ]
     for body, reason in bad:
         with pytest.raises(TransferRefused, match=reason):
-            parse_header(body)
+            parse_hello(body)

@@ -86,3 +86,58 @@ def test_duplicate_registration_and_bad_grants_are_rejected() -> None:
         TransferGrant(new_token(), "m1", Path("/x"), {"../evil": 1}, 2000.0)
     with pytest.raises(ValueError):
         TransferGrant(new_token(), "m1", Path("/x"), {"disk": -1}, 2000.0)
+
+
+def test_open_allows_resume_until_complete() -> None:
+    registry = TokenRegistry(clock=Clock())
+    token = new_token()
+    registry.expect(_grant(token))
+    for _ in range(3):  # every retry of the same migration may use it
+        assert registry.open(token, "m1").migration_uuid == "m1"
+    with pytest.raises(TransferRefused, match="another migration"):
+        registry.open(token, "m2")
+    assert registry.is_active(token)
+    registry.complete(token)
+    assert not registry.is_active(token)
+    with pytest.raises(TransferRefused, match="already used"):
+        registry.open(token, "m1")
+
+
+def test_registry_survives_a_restart(tmp_path: Path) -> None:
+    clock = Clock()
+    path = tmp_path / "state" / "grants.json"
+    registry = TokenRegistry(clock=clock, path=path)
+    live, done, revoked = new_token(), new_token(), new_token()
+    registry.expect(_grant(live))
+    registry.expect(_grant(done))
+    registry.expect(_grant(revoked, migration="m9"))
+    registry.complete(done)
+    registry.revoke("m9")
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert live not in path.read_text()  # only hashes of tokens are stored
+
+    again = TokenRegistry(clock=clock, path=path)
+    assert again.open(live, "m1").files == {"disk": 10}
+    with pytest.raises(TransferRefused, match="already used"):
+        again.open(done, "m1")
+    with pytest.raises(TransferRefused, match="unknown"):
+        again.open(revoked, "m9")
+    with pytest.raises(TransferRefused, match="unknown"):
+        again.open(new_token(), "m1")
+
+
+def test_corrupt_registry_file_is_set_aside(tmp_path: Path) -> None:
+    path = tmp_path / "grants.json"
+    path.write_text("{not json")
+    registry = TokenRegistry(path=path)
+    assert registry.pending() == []
+    assert (tmp_path / "grants.json.corrupt").exists()
+
+
+def test_revoke_tells_listeners() -> None:
+    registry = TokenRegistry(clock=Clock())
+    seen: list[str] = []
+    registry.on_revoke(lambda g: seen.append(g.migration_uuid))
+    registry.expect(_grant(new_token(), migration="m7"))
+    assert registry.revoke("m7") == 1
+    assert seen == ["m7"]
