@@ -82,6 +82,20 @@ class Cluster:
             FERRY_INSTANCES_PATH=str(self.root / name / "instances"),
             FERRY_IMAGE_ENDPOINT=f"{self.url}/image"), wrap=wrap)
 
+    def start_compute_env(self, name: str, data_address: str, *, driver: str = "fake",
+                          wrap: list[str] | None = None, **env: str) -> None:
+        """start_compute with environment overrides, e.g. a compute host in a network
+        namespace reaching the broker and the image API through a forwarder:
+        FERRY_BUS_URL=..., FERRY_IMAGE_ENDPOINT=..."""
+        base = {"FERRY_HOST": name, "FERRY_DATA_ADDRESS": data_address, "FERRY_DRIVER": driver,
+                "FERRY_INSTANCES_PATH": str(self.root / name / "instances"),
+                "FERRY_IMAGE_ENDPOINT": f"{self.url}/image"}
+        self._spawn(name, ["serve", "compute"], self._env(**{**base, **env}), wrap=wrap)
+
+    def send_signal(self, name: str, sig: int) -> None:
+        """Send `sig` to a running service (SIGSTOP/SIGCONT to freeze and thaw it)."""
+        self.procs[name].send_signal(sig)
+
     def wait_api(self, timeout: float = 30) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -1,0 +1,205 @@
+"""python -m bench.scale [--hosts 1000] [--servers 10000] [--migrations 500] ..."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import platform
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from bench.scale import decisions, migrations
+from bench.scale.cluster import SimCluster
+
+
+def machine() -> dict[str, str]:
+    def sh(cmd: str) -> str:
+        try:
+            return subprocess.run(
+                cmd, shell=True, capture_output=True, text=True, timeout=10
+            ).stdout.strip()
+        except Exception:
+            return "?"
+
+    cpu = sh("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2").strip()
+    return {
+        "cpu": f"{cpu} x {os.cpu_count()}",
+        "memory": sh("free -h | awk '/Mem:/ {print $2}'"),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "postgresql": sh("psql -h 127.0.0.1 -U postgres -Atc 'show server_version' 2>/dev/null"),
+        "disk": sh('df -h / | awk \'NR==2 {print $2" total, "$4" free"}\''),
+    }
+
+
+class EventCounter(logging.Handler):
+    """Counts the services' warnings and errors by kind during a phase."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.WARNING)
+        self.counts: Counter[str] = Counter()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        msg = record.getMessage()
+        if record.exc_info and record.exc_info[1] is not None:
+            msg += f" [{type(record.exc_info[1]).__name__}: {record.exc_info[1]}]"
+        for needle, label in _KINDS:
+            if needle in msg:
+                self.counts[label] += 1
+                return
+        self.counts[f"{record.levelname} {record.name}: {msg[:90]}"] += 1
+
+
+_KINDS = (
+    ("QueuePool limit", "database pool exhausted (30 s checkout timeout)"),
+    ("lost the lease", "conductor 'lost the lease' on a migration it runs"),
+    ("takes over migration", "conductor took over an orphaned migration"),
+    ("heartbeat from", "heartbeat failed"),
+    ("failed in", "migration step failed"),
+)
+
+
+async def main(args: argparse.Namespace) -> dict[str, Any]:
+    root = Path(tempfile.mkdtemp(prefix="ferry-bench-scale-"))
+    sim = SimCluster(
+        root,
+        hosts=args.hosts,
+        servers=args.servers,
+        real_fill=args.real_fill,
+        seed=args.seed,
+        report_interval=args.report_interval,
+        n_conductors=args.conductors,
+    )
+    result: dict[str, Any] = {"params": vars(args), "machine": machine()}
+    try:
+        await sim.start()
+        await sim.fill()
+        result["setup_seconds"] = sim.timings
+        log.info("cluster ready: %s", {k: round(v, 1) for k, v in sim.timings.items()})
+        fill = [t for _n, t in sim.fill_decisions]
+        if fill:
+            k = max(1, len(fill) // 10)
+            result["fill_decisions_first_tenth"] = decisions.summary(fill[:k])
+            result["fill_decisions_last_tenth"] = decisions.summary(fill[-k:])
+        result["drift_after_fill"] = await sim.usage_check()
+        assert sim.sessions is not None
+        down = sim.settings.service_down_time
+        # Quiet: nothing else runs, the decision alone.
+        sim.pause_heartbeats()
+        log.info("measuring %d decisions on the full cluster (heartbeats paused)", args.decisions)
+        stats, hosts = await decisions.measure(sim.sessions, args.decisions, down)
+        result["decisions_quiet"] = stats
+        result["decision_breakdown_mean_ms"] = await decisions.breakdown(
+            sim.sessions, max(10, args.decisions // 5), down
+        )
+        result["decision_profile"] = await decisions.profile(sim.sessions, 20, down)
+        result["what_if_set_based_quiet"] = await decisions.what_if(
+            sim.sessions, args.decisions, down, hosts
+        )
+        # Loaded: every host heartbeats every report_interval meanwhile.
+        sim.resume_heartbeats()
+        await asyncio.sleep(args.report_interval)
+        log.info("measuring %d decisions with %d hosts heartbeating", args.decisions, args.hosts)
+        result["decisions_with_heartbeats"], _ = await decisions.measure(
+            sim.sessions, args.decisions, down, seed=8
+        )
+        result["what_if_set_based_with_heartbeats"] = await decisions.what_if(
+            sim.sessions, args.decisions, down, [], seed=8
+        )
+        if args.migrations:
+            uuids = await sim.movable(args.migrations)
+            t = time.perf_counter()
+            await sim.give_disks(uuids)
+            sim.timings[f"give {len(uuids)} moving servers a real disk"] = time.perf_counter() - t
+            log.info("migrating %d servers at once", len(uuids))
+            events = EventCounter()
+            logging.getLogger().addHandler(events)
+            try:
+                if args.scheduler == "set-based":
+                    with decisions.set_based_scheduler():
+                        result["migrations"] = await migrations.run(sim, uuids)
+                else:
+                    result["migrations"] = await migrations.run(sim, uuids)
+            finally:
+                logging.getLogger().removeHandler(events)
+                result["log_events_during_migrations"] = dict(events.counts.most_common(15))
+            result["hosts_down_after_migrations"] = await sim.hosts_down()
+    finally:
+        await sim.stop()
+    return result
+
+
+log = logging.getLogger("bench.scale")
+
+
+def cli(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.scale", description=__doc__)
+    p.add_argument("--hosts", type=int, default=1000)
+    p.add_argument("--servers", type=int, default=10000)
+    p.add_argument(
+        "--real-fill",
+        type=int,
+        default=300,
+        help="servers placed through select_destinations (the rest in bulk)",
+    )
+    p.add_argument(
+        "--decisions",
+        type=int,
+        default=200,
+        help="select_destinations calls timed on the full cluster",
+    )
+    p.add_argument("--migrations", type=int, default=500)
+    p.add_argument(
+        "--report-interval",
+        type=float,
+        default=10.0,
+        help="compute heartbeat period (Nova's default: 10 s)",
+    )
+    p.add_argument(
+        "--conductors",
+        type=int,
+        default=1,
+        help="ConductorEndpoints (each with its own database pool)",
+    )
+    p.add_argument(
+        "--scheduler",
+        choices=["ferry", "set-based"],
+        default="ferry",
+        help="for the migrations: Ferry's select_destinations as it is, or "
+        "with the set-based host-state queries of decisions.what_if",
+    )
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--json", type=Path, help="write the full results here")
+    args = p.parse_args(argv)
+    logging.basicConfig(
+        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    log.setLevel(logging.INFO)
+
+    def _term(*_: object) -> None:
+        raise KeyboardInterrupt  # asyncio.run cancels main(): the database is dropped
+
+    signal.signal(signal.SIGTERM, _term)
+    started = time.monotonic()
+    result = asyncio.run(main(args))
+    result["wall_seconds"] = time.monotonic() - started
+    text = json.dumps(result, indent=2, default=str)
+    if args.json:
+        args.json.write_text(text)
+    profile = result.pop("decision_profile", "")
+    print(json.dumps(result, indent=2, default=str))
+    print(profile)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli(sys.argv[1:]))

@@ -1,0 +1,311 @@
+"""Scheduler decision time on the full cluster: p50/p99, where the time goes, and
+what a set-based host-state query would give (measured, not guessed).
+
+A decision is one `select_destinations` call in its own transaction (filters,
+weighers, the claim on the chosen host), as the conductor's SCHEDULING step and
+`servers.build` make it. The transaction is rolled back, so every decision sees
+the same 10,000-server cluster.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import cProfile
+import io
+import pstats
+import random
+import statistics
+import time
+import uuid as uuidlib
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from ferry.conductor import records
+from ferry.db.models import Allocation, Flavor, Inventory, ResourceProvider, Service, utcnow
+from ferry.scheduler import placement
+from ferry.scheduler import scheduler as sched
+from ferry.scheduler.hoststate import HostState, RequestSpec, is_up
+from ferry.scheduler.placement import InventoryRecord
+
+Sessions = async_sessionmaker[AsyncSession]
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    xs = sorted(values)
+    k = (len(xs) - 1) * q
+    lo, hi = int(k), min(int(k) + 1, len(xs) - 1)
+    return xs[lo] + (xs[hi] - xs[lo]) * (k - lo)
+
+
+def summary(seconds: list[float]) -> dict[str, float]:
+    ms = [s * 1000 for s in seconds]
+    return {
+        "n": len(ms),
+        "p50_ms": percentile(ms, 0.5),
+        "p90_ms": percentile(ms, 0.9),
+        "p99_ms": percentile(ms, 0.99),
+        "mean_ms": statistics.fmean(ms) if ms else 0.0,
+        "max_ms": max(ms) if ms else 0.0,
+    }
+
+
+async def _specs(sessions: Sessions, n: int, seed: int) -> list[RequestSpec]:
+    rng = random.Random(seed)
+    async with sessions() as s:
+        flavors = list((await s.execute(select(Flavor).order_by(Flavor.id))).scalars())
+    return [
+        RequestSpec(
+            str(uuidlib.uuid4()),
+            "project-bench",
+            "user-bench",
+            records.flavor_resources(rng.choice(flavors)),
+        )
+        for _ in range(n)
+    ]
+
+
+async def _decide(sessions: Sessions, spec: RequestSpec, down_after: float) -> tuple[str, float]:
+    async with sessions() as s:
+        tx = await s.begin()
+        try:
+            t = time.perf_counter()
+            sel = await sched.select_destinations(s, spec, down_after=down_after, max_attempts=3)
+            took = time.perf_counter() - t
+        finally:
+            await tx.rollback()
+    return sel.host, took
+
+
+async def measure(
+    sessions: Sessions, n: int, down_after: float, seed: int = 7
+) -> tuple[dict[str, float], list[str]]:
+    hosts, took = [], []
+    for spec in await _specs(sessions, n, seed):
+        host, t = await _decide(sessions, spec, down_after)
+        hosts.append(host)
+        took.append(t)
+    return summary(took), hosts
+
+
+# -- where the time goes ------------------------------------------------------------------
+
+_phase: contextvars.ContextVar[str] = contextvars.ContextVar("phase", default="")
+
+
+@contextmanager
+def _patched(targets: list[tuple[Any, str, str]], sink: dict[str, list[float]]) -> Iterator[None]:
+    """Wrap async functions (module, attribute, label) with wall-clock timers."""
+    saved = []
+    for module, attr, label in targets:
+        original = getattr(module, attr)
+        saved.append((module, attr, original))
+
+        def wrap(
+            fn: Callable[..., Awaitable[Any]], label: str = label
+        ) -> Callable[..., Awaitable[Any]]:
+            async def timed(*a: Any, **kw: Any) -> Any:
+                outer = _phase.get()
+                token = _phase.set(label if label in ("host_states", "claim") else outer)
+                t = time.perf_counter()
+                try:
+                    return await fn(*a, **kw)
+                finally:
+                    key = (
+                        f"{label} (in {outer})"
+                        if outer and label not in ("host_states", "claim")
+                        else label
+                    )
+                    sink[key].append(time.perf_counter() - t)
+                    _phase.reset(token)
+
+            return timed
+
+        setattr(module, attr, wrap(original))
+    try:
+        yield
+    finally:
+        for module, attr, original in saved:
+            setattr(module, attr, original)
+
+
+def _sync_timer(module: Any, attr: str, sink: dict[str, list[float]]) -> Any:
+    original = getattr(module, attr)
+
+    def timed(*a: Any, **kw: Any) -> Any:
+        t = time.perf_counter()
+        try:
+            return original(*a, **kw)
+        finally:
+            sink[attr].append(time.perf_counter() - t)
+
+    setattr(module, attr, timed)
+    return original
+
+
+async def breakdown(sessions: Sessions, n: int, down_after: float) -> dict[str, float]:
+    """Mean milliseconds per decision in each phase."""
+    sink: dict[str, list[float]] = defaultdict(list)
+    targets = [
+        (sched, "host_states", "host_states"),
+        (placement, "claim", "claim"),
+        (placement, "usages", "usages"),
+        (placement, "inventories", "inventories"),
+        (placement, "_bump_generation", "_bump_generation"),
+    ]
+    specs = await _specs(sessions, n, seed=11)
+    filt = _sync_timer(sched, "filter_hosts", sink)
+    wgh = _sync_timer(sched, "weigh", sink)
+    try:
+        with _patched(targets, sink):
+            total = []
+            for spec in specs:
+                _host, t = await _decide(sessions, spec, down_after)
+                total.append(t)
+    finally:
+        sched.filter_hosts, sched.weigh = filt, wgh
+    out = {"decision": statistics.fmean(total) * 1000}
+    for key, vals in sorted(sink.items()):
+        out[key] = sum(vals) * 1000 / n
+    return out
+
+
+async def profile(sessions: Sessions, n: int, down_after: float, top: int = 18) -> str:
+    """cProfile of `n` decisions, sorted by own time (tottime)."""
+    specs = await _specs(sessions, n, seed=13)
+    prof = cProfile.Profile()
+    prof.enable()
+    for spec in specs:
+        await _decide(sessions, spec, down_after)
+    prof.disable()
+    buf = io.StringIO()
+    stats = pstats.Stats(prof, stream=buf)
+    stats.sort_stats("tottime").print_stats(top)
+    lines = [ln for ln in buf.getvalue().splitlines() if ln.strip()]
+    start = next(i for i, ln in enumerate(lines) if ln.lstrip().startswith("ncalls"))
+    return "\n".join(
+        ln.replace("/work/main/", "").replace("/work/main/.venv/lib/python3.11/site-packages/", "")
+        for ln in lines[start:]
+    )
+
+
+# -- what-if: the same decisions from set-based queries -------------------------------------
+
+
+async def _host_states_sql(session: AsyncSession, down_after: float) -> list[HostState]:
+    """host_states with usages summed by PostgreSQL and plain rows (no ORM objects)."""
+    inv: dict[str, dict[str, InventoryRecord]] = defaultdict(dict)
+    for name, rc, total, reserved, ratio in await session.execute(
+        select(
+            ResourceProvider.name,
+            Inventory.resource_class,
+            Inventory.total,
+            Inventory.reserved,
+            Inventory.allocation_ratio,
+        ).join(Inventory, Inventory.provider_id == ResourceProvider.id)
+    ):
+        inv[name][rc] = InventoryRecord(total, reserved, ratio)
+    used: dict[str, dict[str, int]] = defaultdict(dict)
+    for name, rc, amount in await session.execute(
+        select(ResourceProvider.name, Allocation.resource_class, func.sum(Allocation.used))
+        .join(Allocation, Allocation.provider_id == ResourceProvider.id)
+        .group_by(ResourceProvider.name, Allocation.resource_class)
+    ):
+        used[name][rc] = int(amount)
+    now = utcnow()
+    rows = await session.execute(
+        select(
+            Service.host,
+            Service.zone,
+            Service.disabled,
+            Service.last_seen_up,
+            Service.forced_down,
+            Service.data_address,
+        ).where(Service.binary == "ferry-compute")
+    )
+    return [
+        HostState(
+            host=h,
+            zone=z,
+            enabled=not d,
+            up=is_up(seen, forced, now, down_after),
+            inventory=inv.get(h, {}),
+            used=used.get(h, {}),
+            data_address=addr,
+        )
+        for h, z, d, seen, forced, addr in rows
+    ]
+
+
+async def _usages_of(session: AsyncSession, provider_id: int) -> dict[str, int]:
+    rows = await session.execute(
+        select(Allocation.resource_class, func.sum(Allocation.used))
+        .where(Allocation.provider_id == provider_id)
+        .group_by(Allocation.resource_class)
+    )
+    return {rc: int(v) for rc, v in rows}
+
+
+async def _claim_one_provider(
+    session: AsyncSession,
+    consumer: str,
+    provider: str,
+    resources: dict[str, int],
+    *,
+    project_id: str = "",
+    user_id: str = "",
+) -> None:
+    """placement.claim, with the capacity check summing only this provider's rows."""
+    from ferry.db.models import Allocation as Alloc
+
+    rp = await placement._bump_generation(session, provider)
+    invs = {
+        i.resource_class: InventoryRecord(i.total, i.reserved, i.allocation_ratio)
+        for i in (
+            await session.execute(select(Inventory).where(Inventory.provider_id == rp.id))
+        ).scalars()
+    }
+    used = await _usages_of(session, rp.id)
+    for rc, amount in resources.items():
+        if amount <= 0:
+            continue
+        inv = invs.get(rc)
+        if inv is None or used.get(rc, 0) + amount > inv.capacity:
+            raise placement.ClaimFailed(f"{provider}: {rc} does not fit")
+    await placement._ensure_consumer(session, consumer, project_id, user_id)
+    for rc, amount in resources.items():
+        if amount > 0:
+            session.add(
+                Alloc(provider_id=rp.id, consumer_id=consumer, resource_class=rc, used=amount)
+            )
+    await session.flush()
+
+
+@contextmanager
+def set_based_scheduler() -> Iterator[None]:
+    """select_destinations with the two set-based queries patched in (bench only)."""
+    saved = (sched.host_states, placement.claim)
+    sched.host_states = _host_states_sql  # type: ignore[assignment]
+    placement.claim = _claim_one_provider  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        sched.host_states, placement.claim = saved  # type: ignore[assignment]
+
+
+async def what_if(
+    sessions: Sessions, n: int, down_after: float, baseline_hosts: list[str], seed: int = 7
+) -> dict[str, Any]:
+    """Run the same decisions with the two queries replaced; same hosts chosen?"""
+    with set_based_scheduler():
+        stats, hosts = await measure(sessions, n, down_after, seed=seed)
+    if not baseline_hosts:
+        return stats
+    same = sum(a == b for a, b in zip(hosts, baseline_hosts, strict=False))
+    return {**stats, "same_host_as_baseline": f"{same}/{len(hosts)}"}
