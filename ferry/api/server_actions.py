@@ -19,10 +19,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from ferry.api import lookups
 from ferry.api.body import json_body
 from ferry.api.context import ApiDeps, RequestContext, context, deps
-from ferry.api.errors import BadRequest, Conflict, ServiceUnavailable
+from ferry.api.dispatch import cast_to_conductor as _cast
+from ferry.api.errors import BadRequest, Conflict
 from ferry.api.servers import target
 from ferry.bus.base import BusError
-from ferry.bus.catalogue import CONDUCTOR_TOPIC, compute_topic
+from ferry.bus.catalogue import compute_topic
 from ferry.conductor.states import INITIAL, STATES, Event, State
 from ferry.conductor.transitions import ConcurrentUpdate, advance_in
 from ferry.db.models import Instance, InstanceAction, Migration, utcnow
@@ -95,14 +96,6 @@ async def _start_move(request: Request, d: ApiDeps, ctx: RequestContext, inst: I
 
 def _now() -> str:
     return utcnow().isoformat() + "Z"
-
-
-async def _cast(d: ApiDeps, method: str, args: dict[str, Any]) -> None:
-    try:
-        await d.bus.cast(CONDUCTOR_TOPIC, method, args)
-    except BusError as exc:
-        # The request is recorded; a conductor that comes back picks it up.
-        raise ServiceUnavailable(f"The conductor could not be reached: {exc}") from exc
 
 
 async def migrate(request: Request, d: ApiDeps, ctx: RequestContext, inst: Instance,
@@ -183,7 +176,7 @@ async def _power(d: ApiDeps, ctx: RequestContext, inst: Instance, action: str,
         if won.rowcount != 1:  # type: ignore[attr-defined]
             raise _state_conflict(await lookups.server(s, ctx, inst.uuid), action)
         _record_action(s, ctx, inst, action)
-    await _cast(d, method, {"instance_uuid": inst.uuid})
+    await _cast(d, method, {"instance_uuid": inst.uuid}, undo={"task_state": None})
     return Response(status_code=202)
 
 

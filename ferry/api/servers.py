@@ -12,9 +12,9 @@ from sqlalchemy import select
 from ferry.api import lookups
 from ferry.api.body import json_body, require_dict
 from ferry.api.context import ApiDeps, RequestContext, context, deps
+from ferry.api.dispatch import cast_to_conductor
 from ferry.api.errors import BadRequest
 from ferry.api.views import link, server_view
-from ferry.bus.catalogue import CONDUCTOR_TOPIC
 from ferry.db.models import Instance, InstanceAction
 
 router = APIRouter()
@@ -53,7 +53,8 @@ async def create_server(request: Request, d: ApiDeps = Depends(deps),
         s.add(InstanceAction(action="create", instance_uuid=inst.uuid,
                              request_id=ctx.request_id, user_id=ctx.user_id,
                              project_id=ctx.project_id))
-    await d.bus.cast(CONDUCTOR_TOPIC, "build_server", {"instance_uuid": inst.uuid})
+    await cast_to_conductor(d, "build_server", {"instance_uuid": inst.uuid},
+                undo={"vm_state": "deleted", "task_state": None, "deleted": True})
     return {"server": {"id": inst.uuid, "links": link(base_url(request), "servers", inst.uuid),
                        "adminPass": secrets.token_urlsafe(9), "OS-DCF:diskConfig": "MANUAL",
                        "security_groups": [{"name": "default"}]}}
@@ -119,5 +120,6 @@ async def delete_server(server_id: str, d: ApiDeps = Depends(deps),
         s.add(InstanceAction(action="delete", instance_uuid=inst.uuid,
                              request_id=ctx.request_id, user_id=ctx.user_id,
                              project_id=ctx.project_id))
-    await d.bus.cast(CONDUCTOR_TOPIC, "delete_server", {"instance_uuid": server_id})
+    await cast_to_conductor(d, "delete_server", {"instance_uuid": inst.uuid},
+                            undo={"task_state": None})
     return Response(status_code=204)

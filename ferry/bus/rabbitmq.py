@@ -5,8 +5,9 @@
 - Messages are persistent and published with publisher confirms, so a broker
   restart loses nothing that was accepted.
 - A message is acknowledged only after its handler finished (a consumer that
-  dies mid-step gets it redelivered to another), and duplicates are
-  recognised by message id and acknowledged without running twice.
+  dies mid-step gets it redelivered to another). A redelivered duplicate is
+  recognised by message id: it is not run twice, but it is answered (with
+  the first run's outcome), since the first reply may have been lost.
 - A message that can never succeed (unknown method, arguments that do not fit)
   is rejected without requeue into the dead-letter queue `<prefix>.dead`, and
   logged; handler failures are replies, not redeliveries.
@@ -60,7 +61,9 @@ class RabbitBus(Bus):
         self._reply_queue: AbstractQueue | None = None
         self._pending: dict[str, asyncio.Future[Any]] = {}
         self._consumers: dict[str, dict[str, tuple[AbstractQueue, str]]] = {}
-        self._seen: OrderedDict[str, None] = OrderedDict()
+        # Outcomes of handled messages (by message id), to answer redeliveries.
+        self._done: OrderedDict[str, tuple[Any, dict[str, str] | None]] = OrderedDict()
+        self._inflight: dict[str, asyncio.Future[tuple[Any, dict[str, str] | None]]] = {}
         self._running: set[asyncio.Task[None]] = set()
 
     # -- connection ------------------------------------------------------------------
@@ -184,20 +187,19 @@ class RabbitBus(Bus):
                 with contextlib.suppress(Exception):
                     await entry[0].cancel(entry[1])
 
-    def _duplicate(self, message_id: str | None) -> bool:
-        if not message_id:
-            return False
-        if message_id in self._seen:
-            return True
-        self._seen[message_id] = None
-        if len(self._seen) > DEDUPE_WINDOW:
-            self._seen.popitem(last=False)
-        return False
-
     async def _handle(self, topic: str, message: AbstractIncomingMessage,
                       handler: Handler) -> None:
-        if self._duplicate(message.message_id):
-            log.info("duplicate delivery of %s on %s ignored", message.message_id, topic)
+        msg_id = message.message_id or ""
+        done = self._done.get(msg_id) if msg_id else None
+        running = self._inflight.get(msg_id) if msg_id else None
+        if done is not None or running is not None:
+            # A redelivery (the broker restarted, or our ack was lost): never run
+            # it twice, but do answer it, since the first reply may have been lost.
+            log.info("duplicate delivery of %s on %s: replying, not re-running", msg_id, topic)
+            if done is None:
+                assert running is not None
+                done = await asyncio.shield(running)
+            await self._reply(message, done[0], done[1])
             await message.ack()
             return
         try:
@@ -207,20 +209,33 @@ class RabbitBus(Bus):
             log.error("dead-lettering a malformed message on %s: %s", topic, exc)
             await message.reject(requeue=False)
             return
+        outcome: asyncio.Future[tuple[Any, dict[str, str] | None]] = \
+            asyncio.get_running_loop().create_future()
+        if msg_id:
+            self._inflight[msg_id] = outcome
         error: dict[str, str] | None = None
         result: Any = None
         try:
-            result = await handler(method, args)
-            json.dumps(result)
-        except BadMessage as exc:
-            log.error("dead-lettering %s on %s: %s", method, topic, exc)
-            await self._reply(message, None, {"type": type(exc).__name__, "message": str(exc)})
-            await message.reject(requeue=False)
-            return
-        except Exception as exc:
-            if not message.reply_to:
-                log.exception("cast %s on %s failed", method, topic)
-            error = {"type": type(exc).__name__, "message": str(exc)}
+            try:
+                result = await handler(method, args)
+                json.dumps(result)
+            except BadMessage as exc:
+                log.error("dead-lettering %s on %s: %s", method, topic, exc)
+                error = {"type": type(exc).__name__, "message": str(exc)}
+                await self._reply(message, None, error)
+                await message.reject(requeue=False)
+                return
+            except Exception as exc:
+                if not message.reply_to:
+                    log.exception("cast %s on %s failed", method, topic)
+                error = {"type": type(exc).__name__, "message": str(exc)}
+        finally:
+            outcome.set_result((result, error))
+            if msg_id:
+                self._inflight.pop(msg_id, None)
+                self._done[msg_id] = (result, error)
+                if len(self._done) > DEDUPE_WINDOW:
+                    self._done.popitem(last=False)
         await self._reply(message, result, error)
         await message.ack()
 

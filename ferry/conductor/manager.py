@@ -91,7 +91,7 @@ class ConductorEndpoint:
             self.runner.recover(mig_uuid, State(state))
 
     async def renew_leases(self) -> None:
-        for lost in await self.leases.renew(self.runner.running()):
+        for lost in await self.leases.renew(self.runner.holding()):
             log.warning("%s lost the lease on migration %s", self.name, lost)
             self.runner.cancel(lost)
 

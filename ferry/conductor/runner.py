@@ -38,10 +38,16 @@ class MigrationRunner:
         self.ctx = ctx
         self.leases = leases
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._held: set[str] = set()
         self._release = True
 
     def running(self) -> list[str]:
         return [u for u, t in self._tasks.items() if not t.done()]
+
+    def holding(self) -> list[str]:
+        """Migrations this runner drives under a lease it has taken (not those still
+        waiting to take theirs: a renewal must not count those as lost)."""
+        return sorted(self._held)
 
     def start(self, migration_uuid: str) -> None:
         """Run the migration in the background unless it already runs here."""
@@ -62,6 +68,7 @@ class MigrationRunner:
         if not await self.leases.acquire(migration_uuid):
             log.info("migration %s is driven by another conductor", migration_uuid)
             return
+        self._held.add(migration_uuid)
         try:
             if recover_from is not None and \
                     ON_RESTART[recover_from] == RestartAction.ROLL_BACK:
@@ -71,6 +78,7 @@ class MigrationRunner:
                               migration_fields={"error": f"interrupted while {recover_from}"})
             await self.run(migration_uuid)
         finally:
+            self._held.discard(migration_uuid)
             if self._release:
                 await asyncio.shield(self.leases.release(migration_uuid))
 

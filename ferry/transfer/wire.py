@@ -5,7 +5,8 @@ event loop: ``recv_into`` a reused buffer, ``preadv``, xxh3 and ``pwrite``
 all release the GIL, so a few streams keep both cores busy without copying
 every chunk through asyncio's stream buffers.  Measured on the benchmark's
 disk (a), 1.5 GiB: v1 (asyncio streams, one connection) 3.5-5.6 s and
-3.5-4.8 CPU seconds; this path 1.3-2.1 s and ~1.5 CPU seconds.
+3.5-4.8 CPU seconds; this path 1.0-2.3 s and 1.4-2.9 CPU seconds (the
+spread is other load on the test machine).
 
 :class:`Wire` reads exact lengths into caller buffers, sends whole frames,
 and can tell whether a frame is waiting (``ready``), which the sender uses to
@@ -81,8 +82,11 @@ class Wire:
         """True if bytes can be read now without blocking."""
         if isinstance(self.sock, ssl.SSLSocket) and self.sock.pending():
             return True
-        readable, _, _ = select.select([self.sock], [], [], 0)
-        return bool(readable)
+        # poll, not select: select() refuses descriptors >= 1024 (FD_SETSIZE),
+        # which a busy compute process (guests, AMQP, libvirt) easily reaches.
+        poller = select.poll()
+        poller.register(self.sock, select.POLLIN)
+        return bool(poller.poll(0))
 
     def abort(self) -> None:
         """Wake up any thread blocked on this socket (safe from any thread)."""
