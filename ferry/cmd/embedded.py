@@ -31,7 +31,7 @@ from ferry.compute.virt.loader import load_driver
 from ferry.conductor.manager import ConductorEndpoint
 from ferry.conf import Settings
 from ferry.db.migrate import upgrade
-from ferry.db.models import Flavor
+from ferry.db.models import Flavor, Service
 from ferry.db.session import make_engine, make_sessionmaker
 from ferry.identity.bootstrap import Bootstrapped, bootstrap, write_clouds_yaml
 from ferry.image.cache import ImageCache
@@ -160,7 +160,22 @@ class EmbeddedCloud:
                              report_interval=self.cfg.settings.report_interval)
         await mgr.start()
         self.computes.append(mgr)
+        await self._registered(name)
         return mgr
+
+    async def _registered(self, host: str, timeout: float = 30) -> None:
+        """Wait until the conductor has recorded the host's first heartbeat (a cast),
+        so a request naming the host right after start-up finds it."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while loop.time() < deadline:
+            async with self.sessions() as s:
+                found = (await s.execute(select(Service.id).where(
+                    Service.host == host, Service.binary == "ferry-compute"))).first()
+            if found is not None:
+                return
+            await asyncio.sleep(0.05)
+        raise RuntimeError(f"{host} did not register with the conductor in {timeout:.0f}s")
 
     def compute(self, name: str) -> ComputeManager:
         return next(c for c in self.computes if c.host == name)
