@@ -98,7 +98,8 @@ class Meter:
         self.counters = counters
         self.window = window
         self.started = time.monotonic()
-        self._samples: deque[tuple[float, int]] = deque()
+        # Seeded with the start, so the first snapshot already has a rate.
+        self._samples: deque[tuple[float, int]] = deque([(self.started, 0)])
 
     def snapshot(self) -> Progress:
         now = time.monotonic()

@@ -11,7 +11,8 @@ A session ends in one of three ways, and the last thread to leave applies it:
 
 * ``ok``: files verified, fsynced and renamed into place, token burnt;
 * ``transient`` (connection lost, timeout, server stopping, superseded by a
-  newer attempt): files closed, ``.part`` and journal kept for the resume;
+  newer attempt): files fdatasynced and closed, the journal marked synced,
+  ``.part`` and journal kept for the resume;
 * ``failed`` (refusal: digest mismatch, disk full, protocol violation,
   grant revoked): ``.part`` and journal removed.
 
