@@ -93,28 +93,33 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         result["drift_after_fill"] = await sim.usage_check()
         assert sim.sessions is not None
         down = sim.settings.service_down_time
-        # Quiet: nothing else runs, the decision alone.
-        sim.pause_heartbeats()
-        log.info("measuring %d decisions on the full cluster (heartbeats paused)", args.decisions)
-        stats, hosts = await decisions.measure(sim.sessions, args.decisions, down)
-        result["decisions_quiet"] = stats
-        result["decision_breakdown_mean_ms"] = await decisions.breakdown(
-            sim.sessions, max(10, args.decisions // 5), down
-        )
-        result["decision_profile"] = await decisions.profile(sim.sessions, 20, down)
-        result["what_if_set_based_quiet"] = await decisions.what_if(
-            sim.sessions, args.decisions, down, hosts
-        )
-        # Loaded: every host heartbeats every report_interval meanwhile.
-        sim.resume_heartbeats()
-        await asyncio.sleep(args.report_interval)
-        log.info("measuring %d decisions with %d hosts heartbeating", args.decisions, args.hosts)
-        result["decisions_with_heartbeats"], _ = await decisions.measure(
-            sim.sessions, args.decisions, down, seed=8
-        )
-        result["what_if_set_based_with_heartbeats"] = await decisions.what_if(
-            sim.sessions, args.decisions, down, [], seed=8
-        )
+        if not args.skip_decisions:
+            # Quiet: nothing else runs, the decision alone.
+            sim.pause_heartbeats()
+            log.info(
+                "measuring %d decisions on the full cluster (heartbeats paused)", args.decisions
+            )
+            stats, hosts = await decisions.measure(sim.sessions, args.decisions, down)
+            result["decisions_quiet"] = stats
+            result["decision_breakdown_mean_ms"] = await decisions.breakdown(
+                sim.sessions, max(10, args.decisions // 5), down
+            )
+            result["decision_profile"] = await decisions.profile(sim.sessions, 20, down)
+            result["what_if_set_based_quiet"] = await decisions.what_if(
+                sim.sessions, args.decisions, down, hosts
+            )
+            # Loaded: every host heartbeats every report_interval meanwhile.
+            sim.resume_heartbeats()
+            await asyncio.sleep(args.report_interval)
+            log.info(
+                "measuring %d decisions with %d hosts heartbeating", args.decisions, args.hosts
+            )
+            result["decisions_with_heartbeats"], _ = await decisions.measure(
+                sim.sessions, args.decisions, down, seed=8
+            )
+            result["what_if_set_based_with_heartbeats"] = await decisions.what_if(
+                sim.sessions, args.decisions, down, [], seed=8
+            )
         if args.migrations:
             uuids = await sim.movable(args.migrations)
             t = time.perf_counter()
@@ -126,9 +131,13 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             try:
                 if args.scheduler == "set-based":
                     with decisions.set_based_scheduler():
-                        result["migrations"] = await migrations.run(sim, uuids)
+                        result["migrations"] = await migrations.run(
+                            sim, uuids, in_flight=args.max_in_flight
+                        )
                 else:
-                    result["migrations"] = await migrations.run(sim, uuids)
+                    result["migrations"] = await migrations.run(
+                        sim, uuids, in_flight=args.max_in_flight
+                    )
             finally:
                 logging.getLogger().removeHandler(events)
                 result["log_events_during_migrations"] = dict(events.counts.most_common(15))
@@ -176,6 +185,16 @@ def cli(argv: list[str]) -> int:
         default="ferry",
         help="for the migrations: Ferry's select_destinations as it is, or "
         "with the set-based host-state queries of decisions.what_if",
+    )
+    p.add_argument(
+        "--max-in-flight",
+        type=int,
+        default=0,
+        help="request the migrations so that at most this many are unfinished "
+        "(0: all at once, the issue's scenario)",
+    )
+    p.add_argument(
+        "--skip-decisions", action="store_true", help="skip the decision-time measurements"
     )
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--json", type=Path, help="write the full results here")

@@ -65,14 +65,37 @@ async def _post_all(
     return codes
 
 
+async def _post_in_waves(sim: SimCluster, uuids: list[str], in_flight: int) -> Counter[int]:
+    """Keep at most `in_flight` migrations unfinished (what a per-conductor limit on
+    concurrent migrations would do); the others wait to be requested."""
+    codes: Counter[int] = Counter()
+    pending = list(uuids)
+    while pending:
+        states = await _states(sim)
+        busy = sum(v for k, v in states.items() if k not in RESTING)
+        room = in_flight - busy
+        if room > 0:
+            batch, pending = pending[:room], pending[room:]
+            codes.update(await _post_all(sim, batch, {"migrate": None}, room))
+        await asyncio.sleep(0.25)
+    return codes
+
+
 async def run(
-    sim: SimCluster, uuids: list[str], timeout: float = 3600, concurrency: int = 100
+    sim: SimCluster,
+    uuids: list[str],
+    timeout: float = 3600,
+    concurrency: int = 100,
+    in_flight: int = 0,
 ) -> dict[str, Any]:
     n = len(uuids)
-    out: dict[str, Any] = {"migrations": n}
+    out: dict[str, Any] = {"migrations": n, "max_in_flight": in_flight or "all at once"}
     timeline: list[tuple[float, dict[str, int]]] = []
     t0 = time.monotonic()
-    out["migrate_codes"] = dict(await _post_all(sim, uuids, {"migrate": None}, concurrency))
+    if in_flight:
+        out["migrate_codes"] = dict(await _post_in_waves(sim, uuids, in_flight))
+    else:
+        out["migrate_codes"] = dict(await _post_all(sim, uuids, {"migrate": None}, concurrency))
     out["all_accepted_s"] = time.monotonic() - t0
     await _wait(sim, set(RESTING), n, timeout, timeline, t0)
     t_verify = time.monotonic() - t0
