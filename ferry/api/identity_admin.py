@@ -93,21 +93,36 @@ async def _get(s: AsyncSession, model: Any, kind: str, ident: str) -> Any:
     return row
 
 
+async def _list(d: ApiDeps, request: Request, model: Any, filters: tuple[str, ...]) -> list[Any]:
+    """Rows of `model` by name, narrowed by the query parameters Keystone allows."""
+    q = select(model).order_by(model.name)
+    for key in filters:
+        if value := request.query_params.get(key):
+            q = q.where(getattr(model, key) == value)
+    en = request.query_params.get("enabled")
+    if en is not None and hasattr(model, "enabled"):
+        q = q.where(model.enabled.is_(en.lower() not in ("0", "false")))
+    async with d.sessions() as s:
+        return list((await s.execute(q)).scalars())
+
+
+def _update_named(x: Any, body: dict[str, Any]) -> bool | None:
+    """Apply name and description from a PATCH body; return its `enabled`, if any."""
+    x.name = _str(body, "name") or x.name
+    if "description" in body:
+        x.description = str(body["description"] or "")
+    return _bool(body, "enabled")
+
+
 # -- domains ---------------------------------------------------------------------------
 
 @router.get("/v3/domains")
 async def list_domains(request: Request, d: ApiDeps = Depends(deps),
                        ctx: RequestContext = Depends(context)) -> dict[str, Any]:
     ctx.authorize("identity:list_domains", {})
-    q = select(IdentityDomain).order_by(IdentityDomain.name)
-    if name := request.query_params.get("name"):
-        q = q.where(IdentityDomain.name == name)
-    if (en := request.query_params.get("enabled")) is not None:
-        q = q.where(IdentityDomain.enabled.is_(en.lower() not in ("0", "false")))
-    async with d.sessions() as s:
-        rows = (await s.execute(q)).scalars()
-        return {"domains": [domain_ref(x, request) for x in rows],
-                "links": links(request, "domains")}
+    rows = await _list(d, request, IdentityDomain, ("name",))
+    return {"domains": [domain_ref(x, request) for x in rows],
+            "links": links(request, "domains")}
 
 
 @router.get("/v3/domains/{domain_id}")
@@ -142,10 +157,7 @@ async def update_domain(domain_id: str, request: Request, d: ApiDeps = Depends(d
     body = require_dict(await json_body(request), "domain")
     async with d.sessions() as s, s.begin():
         x = await _get(s, IdentityDomain, "domain", domain_id)
-        x.name = _str(body, "name") or x.name
-        if "description" in body:
-            x.description = str(body["description"] or "")
-        if (en := _bool(body, "enabled")) is not None:
+        if (en := _update_named(x, body)) is not None:
             if not en and x.id == store.DEFAULT_DOMAIN_ID:
                 raise Forbidden("The default domain cannot be disabled.")
             x.enabled = en
@@ -181,15 +193,9 @@ async def delete_domain(domain_id: str, d: ApiDeps = Depends(deps),
 async def list_projects(request: Request, d: ApiDeps = Depends(deps),
                         ctx: RequestContext = Depends(context)) -> dict[str, Any]:
     ctx.authorize("identity:list_projects", {})
-    q = select(IdentityProject).order_by(IdentityProject.name)
-    if name := request.query_params.get("name"):
-        q = q.where(IdentityProject.name == name)
-    if dom := request.query_params.get("domain_id"):
-        q = q.where(IdentityProject.domain_id == dom)
-    async with d.sessions() as s:
-        rows = (await s.execute(q)).scalars()
-        return {"projects": [project_ref(p, request) for p in rows],
-                "links": links(request, "projects")}
+    rows = await _list(d, request, IdentityProject, ("name", "domain_id"))
+    return {"projects": [project_ref(p, request) for p in rows],
+            "links": links(request, "projects")}
 
 
 @router.get("/v3/projects/{project_id}")
@@ -226,10 +232,7 @@ async def update_project(project_id: str, request: Request, d: ApiDeps = Depends
     body = require_dict(await json_body(request), "project")
     async with d.sessions() as s, s.begin():
         p = await _get(s, IdentityProject, "project", project_id)
-        p.name = _str(body, "name") or p.name
-        if "description" in body:
-            p.description = str(body["description"] or "")
-        if (en := _bool(body, "enabled")) is not None:
+        if (en := _update_named(p, body)) is not None:
             p.enabled = en
         await _commit(s, "project", p.name)
     _changed(d)
@@ -260,14 +263,8 @@ _USER_KEYS = {"name", "password", "domain_id", "enabled", "default_project_id",
 async def list_users(request: Request, d: ApiDeps = Depends(deps),
                      ctx: RequestContext = Depends(context)) -> dict[str, Any]:
     ctx.authorize("identity:list_users", {})
-    q = select(IdentityUser).order_by(IdentityUser.name)
-    if name := request.query_params.get("name"):
-        q = q.where(IdentityUser.name == name)
-    if dom := request.query_params.get("domain_id"):
-        q = q.where(IdentityUser.domain_id == dom)
-    async with d.sessions() as s:
-        rows = (await s.execute(q)).scalars()
-        return {"users": [user_ref(u, request) for u in rows], "links": links(request, "users")}
+    rows = await _list(d, request, IdentityUser, ("name", "domain_id"))
+    return {"users": [user_ref(u, request) for u in rows], "links": links(request, "users")}
 
 
 @router.get("/v3/users/{user_id}")

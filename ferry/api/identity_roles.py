@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from ferry.api.body import json_body, require_dict
 from ferry.api.context import ApiDeps, RequestContext, context, deps
 from ferry.api.errors import Forbidden, NotFound
-from ferry.api.identity_admin import _changed, _commit, _get, _str, links
+from ferry.api.identity_admin import _changed, _commit, _get, _list, _str, links
 from ferry.api.identity_auth import base
 from ferry.db.identity_models import (
     IdentityAssignment,
@@ -40,12 +40,8 @@ def role_ref(r: IdentityRole, request: Request) -> dict[str, Any]:
 async def list_roles(request: Request, d: ApiDeps = Depends(deps),
                      ctx: RequestContext = Depends(context)) -> dict[str, Any]:
     ctx.authorize("identity:list_roles", {})
-    q = select(IdentityRole).order_by(IdentityRole.name)
-    if name := request.query_params.get("name"):
-        q = q.where(IdentityRole.name == name)
-    async with d.sessions() as s:
-        rows = (await s.execute(q)).scalars()
-        return {"roles": [role_ref(r, request) for r in rows], "links": links(request, "roles")}
+    rows = await _list(d, request, IdentityRole, ("name",))
+    return {"roles": [role_ref(r, request) for r in rows], "links": links(request, "roles")}
 
 
 @router.get("/v3/roles/{role_id}")

@@ -305,3 +305,40 @@ async def test_service_token_only_reads_images(idc: tuple[EmbeddedCloud, Identit
                          ("POST", "/image/v2/images"), ("GET", f"{V3}/users")):
         r = await ident.api.request(method, path, headers=h)
         assert r.status_code == 401, (method, path, r.status_code)
+
+
+async def test_list_filters_and_updates_of_named_resources(
+        idc: tuple[EmbeddedCloud, Identity]) -> None:
+    _, ident = idc
+    api, h = ident.api, ident.h()
+    r = await api.post(f"{V3}/domains", headers=h, json={"domain": {"name": "d-filter"}})
+    did = r.json()["domain"]["id"]
+    r = await api.post(f"{V3}/projects", headers=h,
+                       json={"project": {"name": "p-off", "domain_id": did, "enabled": False}})
+    off = r.json()["project"]["id"]
+    on = await ident.project("p-on")
+
+    async def names(kind: str, **params: str) -> list[str]:
+        r = await api.get(f"{V3}/{kind}", params=params, headers=h)
+        assert r.status_code == 200, r.text
+        return [x["name"] for x in r.json()[kind]]
+
+    assert await names("projects", domain_id=did) == ["p-off"]
+    assert await names("projects", name="p-on") == ["p-on"]
+    off_names = await names("projects", enabled="false")
+    assert "p-off" in off_names and "p-on" not in off_names
+    assert "d-filter" in await names("domains", enabled="true")
+    assert await names("roles", name="reader", enabled="true") == ["reader"]
+    assert await names("users", name="nobody") == []
+    # An update changes name and description, keeps what it does not name.
+    r = await api.patch(f"{V3}/projects/{on}", headers=h,
+                        json={"project": {"description": "now described"}})
+    assert r.json()["project"]["name"] == "p-on"
+    assert r.json()["project"]["description"] == "now described"
+    r = await api.patch(f"{V3}/domains/{did}", headers=h,
+                        json={"domain": {"name": "d-renamed", "enabled": False}})
+    assert (r.json()["domain"]["name"], r.json()["domain"]["enabled"]) == ("d-renamed", False)
+    r = await api.patch(f"{V3}/projects/{off}", headers=h, json={"project": {"enabled": 1}})
+    _keystone_error(r, 400)
+    assert (await api.get(f"{V3}/projects/{off}", headers=h)).json()["project"]["enabled"] \
+        is False
