@@ -6,7 +6,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast e2e tempest lint typecheck check system-deps daemons clean
+.PHONY: demo test test-fast e2e tempest lint typecheck check system-deps daemons clean \
+	bench-transfer bench-scale
 
 system-deps:
 	@scripts/system-deps.sh
@@ -45,6 +46,14 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 check: lint typecheck test
+
+# Benchmarks (timings live here, not in the tests); each prints its table and
+# rewrites the generated section of its doc. Run them on a quiet machine.
+bench-transfer: $(STAMP) system-deps
+	$(BIN)/python -m bench.transfer $(ARGS)
+
+bench-scale: $(STAMP) daemons
+	$(BIN)/python -m bench.scale $(ARGS)
 
 clean:
 	rm -rf $(VENV) state .pytest_cache .mypy_cache .ruff_cache
