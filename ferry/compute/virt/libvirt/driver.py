@@ -164,6 +164,11 @@ class LibvirtDriver(VirtDriver):
         self._cache_dir = cache_dir
         self._conn: Any = None
         self._conn_lock = threading.Lock()
+        # (QEMU version, CPU model) of the open connection. libvirtd answers
+        # getVersion/getCapabilities in seconds on some hosts (it re-probes
+        # QEMU), which made heartbeats miss service_down_time; they change only
+        # with a new libvirtd/QEMU, i.e. a new connection.
+        self._static: tuple[int, str] | None = None
 
     # ---- connection and lookups (blocking; call through asyncio.to_thread) ----
 
@@ -178,6 +183,7 @@ class LibvirtDriver(VirtDriver):
                 with contextlib.suppress(libvirt.libvirtError):
                     self._conn.close()
                 self._conn = None
+                self._static = None
             _quiet_libvirt()
             try:
                 ensure_daemons()
@@ -492,8 +498,7 @@ class LibvirtDriver(VirtDriver):
             conn = self._connection()
             with _libvirt_errors("reading host info"):
                 info = conn.getInfo()  # [arch, memory MiB, cpus, MHz, nodes, sockets, ...]
-                version = conn.getVersion()  # QEMU's, e.g. 7002022 (as Nova reports)
-                caps = conn.getCapabilities()
+                version, model = self._static or self._read_static(conn)
             memory_mb = int(info[1])
             # getInfo counts NUMA-node memory only; hot-plugged RAM shows in the
             # node memory stats (e.g. 12 GiB vs 24 GiB on some cloud VMs).
@@ -501,19 +506,26 @@ class LibvirtDriver(VirtDriver):
                 stats = conn.getMemoryStats(libvirt.VIR_NODE_MEMORY_STATS_ALL_CELLS, 0)
                 memory_mb = max(memory_mb, int(stats["total"]) // 1024)
             st = os.statvfs(self.instances_path)
-            model = ""
-            with contextlib.suppress(ET.ParseError):
-                model = ET.fromstring(caps).findtext("./host/cpu/model") or ""
             return HostResources(
                 vcpus=int(info[2]),
                 memory_mb=memory_mb,
                 disk_gb=st.f_blocks * st.f_frsize // GiB,
                 hypervisor_type=self.hypervisor_type,
-                hypervisor_version=int(version),
+                hypervisor_version=version,
                 cpu_model=model,
             )
 
         return await asyncio.to_thread(collect)
+
+    def _read_static(self, conn: Any) -> tuple[int, str]:
+        version = int(conn.getVersion())  # QEMU's, e.g. 7002022 (as Nova reports)
+        model = ""
+        with contextlib.suppress(ET.ParseError):
+            model = ET.fromstring(conn.getCapabilities()).findtext("./host/cpu/model") or ""
+        with self._conn_lock:
+            if self._conn is conn:
+                self._static = (version, model)
+        return version, model
 
     async def list_instances(self) -> list[str]:
         def collect() -> list[str]:
