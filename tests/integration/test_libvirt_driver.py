@@ -12,7 +12,9 @@ test always uses a blank disk, on which SeaBIOS ignores ACPI.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
 import shutil
 import subprocess
 import time
@@ -317,7 +319,8 @@ def _qemu_img_info(path: Path) -> dict[str, Any]:
 
 
 @pytest.mark.libvirt
-def test_accel_probe_decides_and_caches(tmp_path: Path, libvirt_ready: None) -> None:
+def test_accel_probe_decides_and_caches(tmp_path: Path, libvirt_ready: None,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
     import libvirt
 
     conn = libvirt.open("qemu:///system")
@@ -331,10 +334,39 @@ def test_accel_probe_decides_and_caches(tmp_path: Path, libvirt_ready: None) -> 
         assert entry["kvm"]["ok"] == (verdict == "kvm")
         if verdict == "tcg":
             assert entry["tcg"]["ok"] is True
-        start = time.monotonic()
+        def probe_again(*_: object, **__: object) -> None:
+            raise AssertionError("probed again although the verdict is cached")
+
+        monkeypatch.setattr(accel, "probe_boot", probe_again)
         assert accel.detect_accel(conn, tmp_path, env={}) == verdict
-        assert time.monotonic() - start < 0.5  # cached, not probed again
     finally:
+        conn.close()
+
+
+@pytest.mark.libvirt
+def test_orphan_probe_domains_are_swept(tmp_path: Path, libvirt_ready: None) -> None:
+    """A prober killed mid-probe leaves its transient guest running; the next
+    probe destroys it, and never a probe whose prober still lives."""
+    import libvirt
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    conn = libvirt.open("qemu:///system")
+    made = []
+    try:
+        for pid in (dead.pid, os.getpid()):
+            disk = tmp_path / f"{pid}.raw"
+            disk.write_bytes(accel.probe_sector())
+            name = f"{accel.PROBE_PREFIX}{pid}-test"
+            conn.createXML(build_probe_xml(name, "qemu", disk, tmp_path / f"{pid}.log"), 0)
+            made.append(name)
+        assert accel.sweep_orphan_probes(conn) == [made[0]]
+        running = {d.name() for d in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE)}
+        assert made[0] not in running and made[1] in running
+    finally:
+        for name in made:
+            with contextlib.suppress(libvirt.libvirtError):
+                conn.lookupByName(name).destroy()
         conn.close()
 
 

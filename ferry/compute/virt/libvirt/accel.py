@@ -242,7 +242,7 @@ def probe_boot(conn: Any, domain_type: str, workdir: Path, timeout: float) -> Pr
         f.truncate(1 << 20)
     console = workdir / f"console-{domain_type}.log"
     console.unlink(missing_ok=True)
-    name = f"ferry-accel-probe-{os.getpid()}-{uuidlib.uuid4().hex[:8]}"
+    name = f"{PROBE_PREFIX}{os.getpid()}-{uuidlib.uuid4().hex[:8]}"
     xml = build_probe_xml(name, domain_type, disk, console)
 
     def read_console() -> str:
@@ -287,6 +287,39 @@ def probe_boot(conn: Any, domain_type: str, workdir: Path, timeout: float) -> Pr
     finally:
         with contextlib.suppress(libvirt.libvirtError):
             dom.destroy()
+
+
+PROBE_PREFIX = "ferry-accel-probe-"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def sweep_orphan_probes(conn: Any) -> list[str]:
+    """Destroy probe domains whose prober is gone; return their names.
+
+    A probe domain is transient and destroyed by its prober, but a prober
+    killed mid-probe (a compute host stopped while starting) leaves it running,
+    and a TCG guest left running costs a core on a small machine forever.
+    """
+    import libvirt
+
+    gone = []
+    for dom in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE):
+        name = dom.name()
+        pid = name.removeprefix(PROBE_PREFIX).split("-", 1)[0]
+        if name.startswith(PROBE_PREFIX) and pid.isdigit() and not _pid_alive(int(pid)):
+            with contextlib.suppress(libvirt.libvirtError):
+                dom.destroy()
+                gone.append(name)
+    return gone
 
 
 def cache_key(conn: Any) -> str:
@@ -343,6 +376,7 @@ def detect_accel(
         if cached and cached.get("accel") in DOMAIN_TYPES:
             verdict: Accel = "kvm" if cached["accel"] == "kvm" else "tcg"
             return verdict
+        sweep_orphan_probes(conn)
         with tempfile.TemporaryDirectory(prefix="probe-", dir=cache_dir) as tmp:
             kvm = probe_boot(conn, "kvm", Path(tmp), kvm_timeout)
             tcg: ProbeResult | None = None
