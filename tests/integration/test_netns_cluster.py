@@ -70,6 +70,7 @@ SLOW_LINK = "24mbit"  # ~3 MB/s: 24 MiB take ~8 s
 class NetCluster:
     cluster: Cluster
     lab: NetnsLab
+    driver: str = "fake"
     # uuid -> (bytes, sha256) of the extra data written into its disk
     extra: dict[str, tuple[int, str]] = field(default_factory=dict)
 
@@ -88,6 +89,7 @@ class NetCluster:
             name,
             f"{n.address}:0",
             wrap=n.wrap,
+            driver=self.driver,
             FERRY_BUS_URL=bus.geturl(),
             FERRY_IMAGE_ENDPOINT=f"http://{self.lab.url('api')}/image",
         )
@@ -103,22 +105,23 @@ def net(tmp_path: Path) -> Iterator[NetCluster]:
 
 
 def net_cluster(
-    tmp: Path, settings: dict[str, str] | None = None, lock: bool = True
+    tmp: Path, settings: dict[str, str] | None = None, lock: bool = True, driver: str = "fake"
 ) -> Iterator[NetCluster]:
     """API + 2 conductors in the root namespace, NODES in namespaces; torn down
     (processes, database, namespaces, veths, bridge, forwarder) even on failure.
-    `lock`: hold the broker lock shared (test_broker_restart holds it exclusively)."""
+    `lock`: hold the broker lock shared (test_broker_restart holds it exclusively).
+    `driver`: the computes' virt driver ("libvirt": real guests, one libvirtd)."""
     why = available()
     if why:
         pytest.fail(f"network namespaces are needed here: {why}")
     if lock:
         with broker_lock(exclusive=False):
-            yield from net_cluster(tmp, settings, lock=False)
+            yield from net_cluster(tmp, settings, lock=False, driver=driver)
         return
     lab = NetnsLab(list(NODES))
     c = Cluster(tmp / f"ferry-netns-{lab.tag}")
     c.settings.update(settings or {})
-    nc = NetCluster(c, lab)
+    nc = NetCluster(c, lab, driver=driver)
     try:
         c.root.mkdir(parents=True, exist_ok=True)
         lab.up(log_dir=c.root)
@@ -132,7 +135,8 @@ def net_cluster(
         )
         for name in NODES:
             nc.start_compute(name)
-        c.wait_hosts(NODES, timeout=60)
+        # A libvirt compute probes KVM vs TCG on its first start on a machine.
+        c.wait_hosts(NODES, timeout=60 if driver == "fake" else 240)
         for name in NODES:  # the compute processes really live in their namespaces
             assert _same_netns(c.procs[name].pid, lab[name].netns)
         yield nc
