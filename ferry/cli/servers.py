@@ -85,6 +85,7 @@ app.command("console")(console_)
 
 
 def _bandwidth(value: str | None) -> int | None:
+    """--max-bandwidth as bytes/s; refused here, before any request is sent."""
     if value is None:
         return None
     try:
@@ -92,14 +93,14 @@ def _bandwidth(value: str | None) -> int | None:
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     if rate <= 0:
-        raise typer.BadParameter("must be more than 0")
+        raise typer.BadParameter(f"{value!r} is not more than 0 bytes/s")
     return rate
 
 
 @app.command()
 def migrate(server: str, host: str | None = typer.Option(None, help="destination host"),
             max_bandwidth: str | None = typer.Option(
-                None, "--max-bandwidth",
+                None, "--max-bandwidth", callback=_bandwidth,
                 help="cap this migration's transfer, bytes/s: 50M = 50*10^6, 50Mi = 50*2^20"),
             wait: bool = typer.Option(False, help="follow the steps until VERIFY_RESIZE"),
             confirm: bool = typer.Option(False, help="confirm as soon as it is verified")
@@ -109,8 +110,9 @@ def migrate(server: str, host: str | None = typer.Option(None, help="destination
     body: dict[str, Any] = {}
     if host:
         body["host"] = host
-    if (rate := _bandwidth(max_bandwidth)) is not None:
-        body["ferry:max_bandwidth"] = rate  # Ferry's extension key (Nova clients never send it)
+    if max_bandwidth is not None:
+        # Ferry's extension key (Nova clients never send it); bytes/s, checked above.
+        body["ferry:max_bandwidth"] = int(max_bandwidth)
     c.action(s["id"], {"migrate": body or None})
     console.print(f"migration of {s['id']} accepted")
     if not (wait or confirm):
