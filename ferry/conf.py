@@ -28,8 +28,9 @@ class Settings:
     reserved_host_memory_mb: int = 512
     # lifetime of a data-plane token (a resumed transfer renews it)
     transfer_token_ttl: float = 900.0
-    # seconds a disk transfer keeps retrying (resuming) a destination it cannot
-    # reach before the migration is rolled back (send_files' deadline)
+    # seconds a disk transfer may go without moving a byte (the destination is
+    # unreachable, its agent down) while it retries and resumes, before the
+    # migration is rolled back; a transfer that keeps moving is never cut short
     transfer_give_up_s: float = 600.0
     # default cap per migration in bytes/s when the request names none
     # ("ferry:max_bandwidth"); 0 = none. Accepts "50M"-style values in TOML/env.

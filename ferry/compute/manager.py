@@ -31,6 +31,7 @@ from ferry.transfer import (
     TokenRegistry,
     TransferGrant,
     TransferServer,
+    TransientTransferError,
     send_files,
 )
 
@@ -47,10 +48,10 @@ class StaleRequest(Exception):
 
 _READ_ONLY = frozenset({"console_output", "power_state", "host_resources"})
 GRANTS_FILE = "transfer-grants.json"
-# Without a deadline a transfer gives up after this many attempts; with one,
-# the deadline alone decides (a destination agent may take a while to return).
+# Without a give-up time a transfer stops after this many attempts; with one,
+# the time alone decides (a destination agent may take a while to return).
 _ATTEMPTS = 6
-_ATTEMPTS_UNTIL_DEADLINE = 1_000_000
+_ATTEMPTS_UNTIL_GIVE_UP = 1_000_000
 _SENT_REMEMBERED = 64
 
 
@@ -80,6 +81,21 @@ def _clear_dir(path: Path) -> None:
             shutil.rmtree(child)
         else:
             child.unlink(missing_ok=True)
+
+
+class _Moved:
+    """When a transfer last moved (bytes verified or sent), for its give-up time."""
+
+    def __init__(self) -> None:
+        self.at = time.monotonic()
+        self.mark = (-1, -1)
+
+    def saw(self, done: int, sent: int) -> None:
+        if (done, sent) != self.mark:
+            self.mark, self.at = (done, sent), time.monotonic()
+
+    def idle(self) -> float:
+        return time.monotonic() - self.at
 
 
 class ComputeManager:
@@ -333,11 +349,13 @@ class ComputeManager:
 
     async def send_disks(self, uuid: str, migration_uuid: str, address: str, token: str,
                          names: list[str], shared: bool, rate_limit: float | None = None,
-                         deadline: float | None = None) -> dict[str, Any]:
+                         give_up: float | None = None) -> dict[str, Any]:
         """Send the disks in <uuid>_resize; progress is cast to the conductor.
 
-        `rate_limit` caps this migration (bytes/s) on top of the host's own cap;
-        `deadline` is how long cut transfers are retried (each retry resumes).
+        `rate_limit` caps this migration (bytes/s) on top of the host's own cap.
+        Cut transfers are retried, each retry resuming from the destination's
+        journal, until nothing has moved for `give_up` seconds: a long transfer
+        that keeps moving is never given up on, an unreachable destination is.
         """
         if shared:
             await asyncio.to_thread(self.store.copy_local, uuid)
@@ -346,18 +364,32 @@ class ComputeManager:
         if done is not None and done[0] == token:
             return done[1]
         host, port = address.rsplit(":", 1)
+        moved = _Moved()
 
         def report(p: Progress) -> None:
+            moved.saw(p.done, p.bytes_sent)
             self._cast(self.bus.cast(CONDUCTOR_TOPIC, "report_progress", {
                 "migration_uuid": migration_uuid, "done": p.done, "total": p.total,
                 "rate": p.rate, "eta": p.eta,
                 "files": {n: {"done": f.done, "total": f.total} for n, f in p.files.items()}}))
 
-        result = await send_files(
+        send = asyncio.ensure_future(send_files(
             (host, int(port)), token, migration_uuid, self.store.resize_path(uuid), names,
-            rate_limit=rate_limit or None, host_limiter=self.send_limiter, deadline=deadline,
-            attempts=_ATTEMPTS_UNTIL_DEADLINE if deadline else _ATTEMPTS,
-            on_progress=report, progress_interval=self.progress_interval)
+            rate_limit=rate_limit or None, host_limiter=self.send_limiter,
+            attempts=_ATTEMPTS_UNTIL_GIVE_UP if give_up else _ATTEMPTS,
+            on_progress=report, progress_interval=self.progress_interval))
+        try:
+            while not send.done():
+                await asyncio.wait({send}, timeout=self.progress_interval)
+                if give_up and not send.done() and moved.idle() > give_up:
+                    raise TransientTransferError(
+                        f"transfer to {address} made no progress for {give_up:g}s "
+                        f"(destination unreachable or stalled); giving up")
+            result = send.result()
+        finally:
+            if not send.done():
+                send.cancel()
+                await asyncio.gather(send, return_exceptions=True)
         out = {"bytes_sent": result.bytes_sent, "seconds": result.seconds,
                "attempts": result.attempts, "resumed_bytes": result.resumed_bytes,
                "files": {n: {"size": f.size, "allocated": f.allocated_bytes,

@@ -280,7 +280,7 @@ async def step_transferring(ctx: StepContext, job: Loaded) -> None:
         result = await _call(ctx, job, src, "send_disks", uuid=job.inst.uuid,
                              migration_uuid=mig.uuid, address=mig.dest_host, token=token,
                              names=names, shared=bool(mig.shared_storage), rate_limit=limit,
-                             deadline=ctx.settings.transfer_give_up_s)
+                             give_up=ctx.settings.transfer_give_up_s)
         note = "shared storage: copied locally" if mig.shared_storage else _sent_note(result)
     async with ctx.sessions() as s, s.begin():
         await records.event_finish(s, job.inst.uuid, action_name(mig), "compute_resize_instance")

@@ -149,7 +149,9 @@ def _host_index(name: str) -> int:
 # -- bandwidth and progress -----------------------------------------------------------
 
 
-async def test_bandwidth_cap_is_honoured_and_progress_is_recorded(cloud: Cloud) -> None:
+async def test_bandwidth_cap_is_honoured_and_progress_is_recorded(quick: Cloud) -> None:
+    """Also: a transfer that keeps moving outlasts the give-up time (1.5 s here)."""
+    cloud = quick
     sid, *_ = await _boot(cloud, blocks=4)
     limit = 200_000  # bytes/s: ~0.5 MB of data takes ~2.5 s
     r = await _migrate(cloud, sid, {"ferry:max_bandwidth": limit}, version="2.56")
@@ -176,6 +178,7 @@ async def test_bandwidth_cap_is_honoured_and_progress_is_recorded(cloud: Cloud) 
     seconds, sent = _step_seconds(mig, "transferring"), _sent(mig)
     assert sent > 400_000, sent
     assert seconds >= sent / limit * 0.8, (seconds, sent)
+    assert seconds > cloud.cloud.cfg.settings.transfer_give_up_s
     # Progress: bytes, rate and ETA moved on the record at least once a second.
     moving = [m for m in samples if 0 < m["bytes_done"] < m["bytes_total"]]
     assert moving, samples
