@@ -26,8 +26,21 @@ class Settings:
     ram_allocation_ratio: float = 1.0
     disk_allocation_ratio: float = 1.0
     reserved_host_memory_mb: int = 512
-    # lifetime of a data-plane token
+    # lifetime of a data-plane token (a resumed transfer renews it)
     transfer_token_ttl: float = 900.0
+    # seconds a disk transfer may go without moving a byte (the destination is
+    # unreachable, its agent down) while it retries and resumes, before the
+    # migration is rolled back; a transfer that keeps moving is never cut short
+    transfer_give_up_s: float = 600.0
+    # default cap per migration in bytes/s when the request names none
+    # ("ferry:max_bandwidth"); 0 = none. Accepts "50M"-style values in TOML/env.
+    transfer_max_bandwidth: float = 0.0
+    # per compute host: the most it sends, and the most it receives, in total
+    # over all its transfers (bytes/s); 0 = unlimited. Set it in each host's file.
+    host_max_bandwidth: float = 0.0
+    # how long a rollback waits for the destination's clean-up before it goes on
+    # (the clean-up stays queued for the host and runs when it is back)
+    rollback_dest_timeout: float = 60.0
     # how often the conductor looks for migrations to auto-confirm
     periodic_interval: float = 2.0
     # attempts at rolling a failed migration back before the server is set ERROR

@@ -3,6 +3,12 @@
 Every action checks first and changes nothing when it refuses. State changes
 that race (two migrate requests at once) are compare-and-swap updates, so
 exactly one wins and the other gets 409.
+
+Ferry extensions ride in the action's body under namespaced keys that Nova
+clients never send (``"ferry:max_bandwidth"``: the migration's transfer cap in
+bytes/s, on migrate and resize). Nova's own schemas stay as strict as Nova's
+for every other key. To add one: a name in ``FERRY_KEYS``, a parser, and
+where it is stored in ``_start_move``.
 """
 
 from __future__ import annotations
@@ -54,8 +60,25 @@ async def _check_host_up(d: ApiDeps, s: AsyncSession, host: str | None) -> None:
         raise Conflict(f"Compute service of {host} is unavailable at this time.")
 
 
+MAX_BANDWIDTH = "ferry:max_bandwidth"
+FERRY_KEYS = frozenset({MAX_BANDWIDTH})
+_MAX_RATE = 2**53  # bytes/s; JSON numbers stay exact below it
+
+
+def _max_bandwidth(arg: Any) -> int | None:
+    """The request's transfer cap (a positive integer, bytes/s), or None."""
+    if not isinstance(arg, dict) or MAX_BANDWIDTH not in arg:
+        return None
+    value = arg[MAX_BANDWIDTH]
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= _MAX_RATE:
+        raise BadRequest(f"Invalid input for field/attribute {MAX_BANDWIDTH}. Value: "
+                         f"{value!r}. It must be a positive integer (bytes per second).")
+    return value
+
+
 async def _start_move(request: Request, d: ApiDeps, ctx: RequestContext, inst: Instance,
-                      *, action: str, new_flavor_id: int | None, host: str | None) -> Response:
+                      *, action: str, new_flavor_id: int | None, host: str | None,
+                      max_bandwidth: int | None = None) -> Response:
     mig_uuid = str(uuidlib.uuid4())
     async with d.sessions() as s, s.begin():
         fresh = await lookups.server(s, ctx, inst.uuid)
@@ -86,7 +109,7 @@ async def _start_move(request: Request, d: ApiDeps, ctx: RequestContext, inst: I
             old_instance_type_id=fresh.flavor_id,
             new_instance_type_id=new_flavor_id or fresh.flavor_id,
             old_vm_state=fresh.vm_state, user_id=ctx.user_id, project_id=ctx.project_id,
-            request_id=ctx.request_id,
+            request_id=ctx.request_id, max_bandwidth=max_bandwidth,
             steps=[{"state": INITIAL.value, "phase": "requested", "event": "requested",
                     "at": _now()}]))
         _record_action(s, ctx, fresh, action)
@@ -105,30 +128,32 @@ async def migrate(request: Request, d: ApiDeps, ctx: RequestContext, inst: Insta
         if arg is not None and not isinstance(arg, dict):
             raise BadRequest("Invalid input for field/attribute migrate.")
         arg = arg or {}
-        extra = set(arg) - {"host"}
+        extra = set(arg) - {"host"} - FERRY_KEYS
         if extra:
             raise BadRequest(f"Additional properties are not allowed ({', '.join(extra)} "
                              f"were unexpected)")
         host = arg.get("host")
         if host is not None and (not isinstance(host, str) or not host.strip()):
             raise BadRequest("Invalid input for field/attribute host.")
+    limit = _max_bandwidth(arg)
     # As Nova: naming a host is a separate (admin-only by default) rule.
     ctx.authorize("os_compute_api:os-migrate-server:migrate:host" if host
                   else "os_compute_api:os-migrate-server:migrate", target(inst))
     return await _start_move(request, d, ctx, inst, action="migrate", new_flavor_id=None,
-                             host=host)
+                             host=host, max_bandwidth=limit)
 
 
 async def resize(request: Request, d: ApiDeps, ctx: RequestContext, inst: Instance,
                  arg: Any) -> Response:
     if not isinstance(arg, dict) or "flavorRef" not in arg:
         raise BadRequest("Invalid input for field/attribute resize. 'flavorRef' is required")
+    limit = _max_bandwidth(arg)
     async with d.sessions() as s:
         flavor = await lookups.flavor_ref(s, arg["flavorRef"])
     if flavor.id == inst.flavor_id:
         raise BadRequest("When resizing, instances must change flavor!")
     return await _start_move(request, d, ctx, inst, action="resize", new_flavor_id=flavor.id,
-                             host=None)
+                             host=None, max_bandwidth=limit)
 
 
 async def _decide(d: ApiDeps, ctx: RequestContext, inst: Instance, event: Event,

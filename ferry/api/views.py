@@ -159,13 +159,25 @@ def migration_view(m: Migration, ctx: RequestContext, show_host: bool = True) ->
 
 
 def ferry_migration_view(m: Migration) -> dict[str, Any]:
-    """Ferry's own view: the phase, step log, bytes, rate, ETA and downtime."""
+    """Ferry's own view: the phase, step log, bytes, rate, ETA and downtime.
+
+    Transfer progress: `bytes_done`/`bytes_total` (allocated bytes verified on
+    the destination), `rate` (bytes/s over the last seconds), `eta` (seconds,
+    null while unknown), `percent`, `files` per disk, `progress_at` (when the
+    source last reported), and `max_bandwidth` (the migration's cap, bytes/s).
+    Nova's views (/os-migrations) keep Nova's keys only.
+    """
+    total, done = m.bytes_total or 0, m.bytes_done or 0
     return {
         "uuid": m.uuid, "id": m.id, "instance_uuid": m.instance_uuid, "state": m.state,
         "status": m.status, "phase": m.phase, "migration_type": m.migration_type,
         "source_compute": m.source_compute, "dest_compute": m.dest_compute,
         "dest_host": m.dest_host, "shared_storage": m.shared_storage,
-        "bytes_total": m.bytes_total, "bytes_done": m.bytes_done,
+        "bytes_total": total, "bytes_done": done,
+        "percent": round(100.0 * done / total, 1) if total else None,
+        "rate": m.transfer_rate, "eta": m.transfer_eta,
+        "files": dict(m.transfer_files or {}), "progress_at": iso_us(m.progress_at),
+        "max_bandwidth": m.max_bandwidth,
         "downtime_s": m.downtime_s, "error": m.error, "steps": list(m.steps or []),
         "created_at": iso_us(m.created_at), "updated_at": iso_us(m.updated_at),
     }

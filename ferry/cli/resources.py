@@ -34,8 +34,12 @@ def migration_show(ident: str) -> None:
 
 
 @migration.command("watch")
-def migration_watch(ident: str) -> None:
-    mig = render.watch(FerryClient(), ident, console, until=render.FINAL_STATUSES)
+def migration_watch(ident: str = typer.Argument(..., help="migration uuid or id"),
+                    final: bool = typer.Option(
+                        False, help="keep watching past VERIFY_RESIZE until it ends")) -> None:
+    """Steps, progress bars, rate and ETA, live, until the migration rests."""
+    mig = render.watch(FerryClient(), ident, console,
+                       until=render.FINAL_STATUSES if final else render.RESTING_STATUSES)
     console.print(f"{mig['uuid']}: {mig['status']}")
 
 

@@ -10,6 +10,7 @@ from rich.table import Table
 
 from ferry.cli import render
 from ferry.cli.client import FerryClient
+from ferry.cmd.config import parse_bandwidth
 
 app = typer.Typer(help="Servers: create, inspect, stop/start, migrate, confirm, revert.",
                   no_args_is_help=True)
@@ -83,14 +84,36 @@ def console_(server: str = typer.Argument(...),
 app.command("console")(console_)
 
 
+def _bandwidth(value: str | None) -> int | None:
+    """--max-bandwidth as bytes/s; refused here, before any request is sent."""
+    if value is None:
+        return None
+    try:
+        rate = parse_bandwidth(value)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    if rate <= 0:
+        raise typer.BadParameter(f"{value!r} is not more than 0 bytes/s")
+    return rate
+
+
 @app.command()
 def migrate(server: str, host: str | None = typer.Option(None, help="destination host"),
+            max_bandwidth: str | None = typer.Option(
+                None, "--max-bandwidth", callback=_bandwidth,
+                help="cap this migration's transfer, bytes/s: 50M = 50*10^6, 50Mi = 50*2^20"),
             wait: bool = typer.Option(False, help="follow the steps until VERIFY_RESIZE"),
             confirm: bool = typer.Option(False, help="confirm as soon as it is verified")
             ) -> None:
     c = FerryClient()
     s = c.server(server)
-    c.action(s["id"], {"migrate": {"host": host} if host else None})
+    body: dict[str, Any] = {}
+    if host:
+        body["host"] = host
+    if max_bandwidth is not None:
+        # Ferry's extension key (Nova clients never send it); bytes/s, checked above.
+        body["ferry:max_bandwidth"] = int(max_bandwidth)
+    c.action(s["id"], {"migrate": body or None})
     console.print(f"migration of {s['id']} accepted")
     if not (wait or confirm):
         return

@@ -16,12 +16,20 @@ name = "conductor@ctl1"                          # FERRY_CONDUCTOR_NAME
 host = "kvm17"                                   # FERRY_HOST
 data_address = "10.0.0.17:7480"                  # FERRY_DATA_ADDRESS
 instances_path = "/var/lib/ferry/instances"      # FERRY_INSTANCES_PATH
+state_dir = "/var/lib/ferry/state/kvm17"         # FERRY_STATE_DIR (grants kept on restart)
 driver = "libvirt"                               # FERRY_DRIVER
 image_endpoint = "http://api.example:8774/image" # FERRY_IMAGE_ENDPOINT
 zone = "nova"
 [settings]                                       # any field of ferry.conf.Settings
 shutdown_timeout = 60                            # FERRY_SHUTDOWN_TIMEOUT, ...
+transfer_give_up_s = 600                         # a transfer retries this long, then rolls back
+transfer_max_bandwidth = "100M"                  # default cap per migration (bytes/s)
+host_max_bandwidth = "1G"                        # this host's total send / receive cap
 ```
+
+Bandwidths are bytes/s: a number, or a number with a suffix K, M, G, T
+(powers of 1000) or Ki, Mi, Gi, Ti (powers of 1024), optionally followed by
+"B" or "B/s" (see :func:`parse_bandwidth`); 0 means no cap.
 
 To add an option: add the field to the dataclass below (or to Settings) and
 it is read from the file and from FERRY_<NAME> automatically.
@@ -60,6 +68,10 @@ class ServiceConfig:
     host: str = ""
     data_address: str = ""
     instances_path: str = "/var/lib/ferry/instances"
+    # What a compute host keeps across restarts (transfer-grants.json), so a
+    # transfer cut by an agent restart resumes. Empty: <instances_path>/../state/<host>,
+    # its own even when the instances path is shared.
+    state_dir: str = ""
     driver: str = "libvirt"
     image_endpoint: str = "http://127.0.0.1:8774/image"
     zone: str = "nova"
@@ -77,11 +89,42 @@ _KEYS = {
     ("conductor", "name"): "conductor_name", ("compute", "host"): "host",
     ("compute", "data_address"): "data_address",
     ("compute", "instances_path"): "instances_path", ("compute", "driver"): "driver",
+    ("compute", "state_dir"): "state_dir",
     ("compute", "image_endpoint"): "image_endpoint", ("compute", "zone"): "zone",
 }
 
 
+_UNITS = {"": 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12,
+          "KI": 2**10, "MI": 2**20, "GI": 2**30, "TI": 2**40}
+
+
+def parse_bandwidth(value: Any) -> int:
+    """Bytes/s from 52428800, "50M" (50*10**6), "50Mi" (50*2**20), "50MB/s", ...
+
+    Raises ValueError for anything else, negative values included.
+    """
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a bandwidth")
+    if isinstance(value, int | float):
+        number, unit = float(value), ""
+    else:
+        text = str(value).strip().upper().removesuffix("/S").removesuffix("B").strip()
+        digits = text.rstrip("KMGTI")
+        number, unit = float(digits), text[len(digits):]
+        if unit not in _UNITS:
+            raise ValueError(f"{value!r}: unknown unit {unit!r}")
+    rate = number * _UNITS[unit]
+    if not rate >= 0 or rate == float("inf"):
+        raise ValueError(f"{value!r} is not a bandwidth (bytes/s >= 0)")
+    return int(rate)
+
+
 def _coerce(value: Any, like: Any, name: str) -> Any:
+    if name.lower().rstrip("_").endswith("bandwidth"):
+        try:
+            return float(parse_bandwidth(value))
+        except ValueError as exc:
+            raise ConfigError(f"{name}: {exc}") from None
     if isinstance(like, bool):
         return str(value).lower() in ("1", "true", "yes", "on") if isinstance(value, str) \
             else bool(value)
@@ -127,6 +170,11 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def compute_state_dir(cfg: ServiceConfig) -> Path:
+    return Path(cfg.state_dir) if cfg.state_dir else \
+        Path(cfg.instances_path).parent / "state" / cfg.host
 
 
 def require(cfg: ServiceConfig, *names: str) -> None:

@@ -150,18 +150,38 @@ class EmbeddedCloud:
         for i in range(1, self.cfg.hosts + 1):
             await self.add_host(i)
 
-    async def add_host(self, i: int) -> ComputeManager:
+    def host_state_dir(self, i: int) -> Path:
+        """What host i keeps across a restart (its transfer grants): its own even
+        when the instances directory is shared."""
+        return self.cfg.state_dir / "hosts" / host_name(i) / "state"
+
+    async def add_host(self, i: int, data_port: int | None = None) -> ComputeManager:
+        """Start compute host i (again: `data_port` gives it back the port its
+        peers' transfers are retrying)."""
         name = host_name(i)
         path = self.instances_path(i)
         driver = load_driver(self.cfg.driver, name, path)
         images = ImageCache(path / "_base", f"{self.client_url}/image",
                             headers={"X-Auth-Token": self.service_token})
-        mgr = ComputeManager(name, driver, self.bus, images, data_ip(i), self.cfg.data_port,
-                             report_interval=self.cfg.settings.report_interval)
+        st = self.cfg.settings
+        mgr = ComputeManager(name, driver, self.bus, images, data_ip(i),
+                             self.cfg.data_port if data_port is None else data_port,
+                             report_interval=st.report_interval,
+                             state_dir=self.host_state_dir(i),
+                             max_bandwidth=st.host_max_bandwidth)
         await mgr.start()
         self.computes.append(mgr)
         await self._registered(name)
         return mgr
+
+    async def stop_host(self, name: str) -> int:
+        """Stop one compute agent as a crash or restart would (its files and grants
+        stay on disk); returns its data-plane port for `add_host`."""
+        mgr = self.compute(name)
+        port = mgr.transfer.port
+        self.computes.remove(mgr)
+        await mgr.stop()
+        return port
 
     async def _registered(self, host: str, timeout: float = 30) -> None:
         """Wait until the conductor has recorded the host's first heartbeat (a cast),

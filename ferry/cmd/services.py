@@ -20,7 +20,13 @@ from ferry.api.app import create_app
 from ferry.api.context import ApiDeps
 from ferry.bus.base import Bus
 from ferry.bus.rabbitmq import BrokerUnavailable, RabbitBus
-from ferry.cmd.config import ConfigError, ServiceConfig, is_loopback, require
+from ferry.cmd.config import (
+    ConfigError,
+    ServiceConfig,
+    compute_state_dir,
+    is_loopback,
+    require,
+)
 from ferry.compute.manager import ComputeManager
 from ferry.compute.virt.loader import load_driver
 from ferry.conductor.manager import ConductorEndpoint
@@ -123,7 +129,9 @@ async def run_compute(cfg: ServiceConfig) -> None:
     mgr = ComputeManager(cfg.host, driver, bus,
                          ImageCache(path / "_base", cfg.image_endpoint, headers=headers),
                          ip, int(port or 0), zone=cfg.zone,
-                         report_interval=cfg.settings.report_interval)
+                         report_interval=cfg.settings.report_interval,
+                         state_dir=compute_state_dir(cfg),
+                         max_bandwidth=cfg.settings.host_max_bandwidth)
     await mgr.start()
     log.info("compute %s serving, data plane %s", cfg.host, mgr.data_address)
     try:

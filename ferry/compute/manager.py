@@ -15,6 +15,9 @@ import logging
 import secrets
 import shutil
 import time
+from collections import OrderedDict
+from collections.abc import Coroutine
+from pathlib import Path
 from typing import Any
 
 from ferry.bus.base import Bus, Handler, endpoint_handler
@@ -22,7 +25,15 @@ from ferry.bus.catalogue import CONDUCTOR_TOPIC, compute_topic
 from ferry.compute.instance_store import InstanceStore, base_name
 from ferry.compute.virt.driver import InstanceSpec, VirtDriver
 from ferry.image.cache import ImageCache, ImageUnavailable
-from ferry.transfer import TokenRegistry, TransferGrant, TransferServer, send_files
+from ferry.transfer import (
+    Progress,
+    TokenBucket,
+    TokenRegistry,
+    TransferGrant,
+    TransferServer,
+    TransientTransferError,
+    send_files,
+)
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +47,12 @@ class StaleRequest(Exception):
 
 
 _READ_ONLY = frozenset({"console_output", "power_state", "host_resources"})
+GRANTS_FILE = "transfer-grants.json"
+# Without a give-up time a transfer stops after this many attempts; with one,
+# the time alone decides (a destination agent may take a while to return).
+_ATTEMPTS = 6
+_ATTEMPTS_UNTIL_GIVE_UP = 1_000_000
+_SENT_REMEMBERED = 64
 
 
 def _instance_key(args: dict[str, Any]) -> str | None:
@@ -57,22 +74,64 @@ def spec_from(instance: dict[str, Any], image: dict[str, Any] | None = None) -> 
     )
 
 
+def _clear_dir(path: Path) -> None:
+    """Remove what a directory holds but keep the directory (it may be a mount point)."""
+    for child in path.iterdir():
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink(missing_ok=True)
+
+
+class _Moved:
+    """When a transfer last moved (bytes verified or sent), for its give-up time."""
+
+    def __init__(self) -> None:
+        self.at = time.monotonic()
+        self.mark = (-1, -1)
+
+    def saw(self, done: int, sent: int) -> None:
+        if (done, sent) != self.mark:
+            self.mark, self.at = (done, sent), time.monotonic()
+
+    def idle(self) -> float:
+        return time.monotonic() - self.at
+
+
 class ComputeManager:
+    """`state_dir` holds what the host must remember across an agent restart: the
+    transfer grants it accepted (`transfer-grants.json`), so a transfer cut by the
+    restart resumes from the partial files' journal. Without it grants live in
+    memory and a restart costs a full resend. `max_bandwidth` (bytes/s, 0 = none)
+    caps what this host sends, and separately what it receives, over all transfers.
+    """
+
     def __init__(self, host: str, driver: VirtDriver, bus: Bus, images: ImageCache,
                  data_host: str, data_port: int = 0, zone: str = "nova",
-                 report_interval: float = 10.0) -> None:
+                 report_interval: float = 10.0, state_dir: Path | None = None,
+                 max_bandwidth: float = 0.0, progress_interval: float = 0.5) -> None:
         self.host = host
         self.driver = driver
         self.bus = bus
         self.images = images
         self.store = InstanceStore(driver.instances_path)
         self.zone = zone
-        self.tokens = TokenRegistry()
-        self.transfer = TransferServer(data_host, data_port, self.tokens)
+        self.state_dir = state_dir
+        if state_dir is not None:
+            state_dir.mkdir(parents=True, exist_ok=True)
+        self.tokens = TokenRegistry(path=state_dir / GRANTS_FILE if state_dir else None)
+        self.transfer = TransferServer(data_host, data_port, self.tokens,
+                                       rate_limit=max_bandwidth or None)
+        self.send_limiter = TokenBucket(max_bandwidth or None)
+        self.progress_interval = progress_interval
         self.report_interval = report_interval
         self._heartbeat: asyncio.Task[None] | None = None
         self._locks: dict[str, asyncio.Lock] = {}
         self._fences: dict[str, tuple[int, ...]] = {}
+        # migration uuid -> (token, result) of finished sends: a send_disks re-sent
+        # by a restarted conductor after the first one completed gets the same answer.
+        self._sent: OrderedDict[str, tuple[str, dict[str, Any]]] = OrderedDict()
+        self._casts: set[asyncio.Task[None]] = set()
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -123,6 +182,9 @@ class ComputeManager:
                 await self._heartbeat
         await self.bus.unserve(compute_topic(self.host))
         await self.transfer.stop()
+        for task in list(self._casts):
+            task.cancel()
+        await asyncio.gather(*self._casts, return_exceptions=True)
         await self.driver.cleanup_host()
 
     @property
@@ -248,14 +310,33 @@ class ComputeManager:
         return True
 
     async def expect_transfer(self, token: str, migration_uuid: str, instance_uuid: str,
-                              files: dict[str, int], ttl: float = 900) -> None:
+                              files: dict[str, int], ttl: float = 900) -> dict[str, Any]:
+        """Register the grant for a migration's disks; idempotent per token.
+
+        Returns {"grant": "new" | "resumed" | "complete"}. The same token again (the
+        conductor resumed its step) keeps the grant and the partial files with
+        their journal, so the transfer resumes where it stopped; "complete" means
+        its files were already verified and put in place. A new token clears what
+        an earlier, other migration may have left in the instance directory.
+        """
         target = self.store.path(instance_uuid)
+        state = self.tokens.state(token)
+        if state == "used":
+            missing = [n for n in files if not (target / n).exists()]
+            if missing:
+                raise RuntimeError(f"{self.host}: the transfer of migration {migration_uuid} "
+                                   f"completed but {missing} are gone")
+            return {"grant": "complete"}
+        if state is not None:
+            self.tokens.renew(token, time.time() + ttl)
+            return {"grant": "resumed"}
         # A partial copy from an earlier attempt must not mix with this one.
         if target.exists() and not self.store.resize_path(instance_uuid).exists():
-            shutil.rmtree(target)
+            await asyncio.to_thread(_clear_dir, target)
         self.tokens.expect(TransferGrant(token=token, migration_uuid=migration_uuid,
                                          directory=target, files=dict(files),
                                          expires_at=time.time() + ttl))
+        return {"grant": "new"}
 
     # -- migration: source ---------------------------------------------------
 
@@ -267,27 +348,62 @@ class ComputeManager:
         return {"disks": [d.__dict__ for d in disks]}
 
     async def send_disks(self, uuid: str, migration_uuid: str, address: str, token: str,
-                         names: list[str], shared: bool) -> dict[str, Any]:
+                         names: list[str], shared: bool, rate_limit: float | None = None,
+                         give_up: float | None = None) -> dict[str, Any]:
+        """Send the disks in <uuid>_resize; progress is cast to the conductor.
+
+        `rate_limit` caps this migration (bytes/s) on top of the host's own cap.
+        Cut transfers are retried, each retry resuming from the destination's
+        journal, until nothing has moved for `give_up` seconds: a long transfer
+        that keeps moving is never given up on, an unreachable destination is.
+        """
         if shared:
             await asyncio.to_thread(self.store.copy_local, uuid)
             return {"bytes_sent": 0, "seconds": 0.0, "files": {}}
+        done = self._sent.get(migration_uuid)
+        if done is not None and done[0] == token:
+            return done[1]
         host, port = address.rsplit(":", 1)
-        last = 0.0
+        moved = _Moved()
 
-        def progress(done: int, total: int) -> None:
-            nonlocal last
-            now = time.monotonic()
-            if now - last >= 1.0 or done == total:
-                last = now
-                asyncio.get_running_loop().create_task(self.bus.cast(
-                    CONDUCTOR_TOPIC, "report_progress",
-                    {"migration_uuid": migration_uuid, "done": done, "total": total}))
+        def report(p: Progress) -> None:
+            moved.saw(p.done, p.bytes_sent)
+            self._cast(self.bus.cast(CONDUCTOR_TOPIC, "report_progress", {
+                "migration_uuid": migration_uuid, "done": p.done, "total": p.total,
+                "rate": p.rate, "eta": p.eta,
+                "files": {n: {"done": f.done, "total": f.total} for n, f in p.files.items()}}))
 
-        result = await send_files((host, int(port)), token, migration_uuid,
-                                  self.store.resize_path(uuid), names, progress)
-        return {"bytes_sent": result.bytes_sent, "seconds": result.seconds,
-                "files": {n: {"size": f.size, "allocated": f.allocated_bytes,
-                              "digest": f.digest} for n, f in result.files.items()}}
+        send = asyncio.ensure_future(send_files(
+            (host, int(port)), token, migration_uuid, self.store.resize_path(uuid), names,
+            rate_limit=rate_limit or None, host_limiter=self.send_limiter,
+            attempts=_ATTEMPTS_UNTIL_GIVE_UP if give_up else _ATTEMPTS,
+            on_progress=report, progress_interval=self.progress_interval))
+        try:
+            while not send.done():
+                await asyncio.wait({send}, timeout=self.progress_interval)
+                if give_up and not send.done() and moved.idle() > give_up:
+                    raise TransientTransferError(
+                        f"transfer to {address} made no progress for {give_up:g}s "
+                        f"(destination unreachable or stalled); giving up")
+            result = send.result()
+        finally:
+            if not send.done():
+                send.cancel()
+                await asyncio.gather(send, return_exceptions=True)
+        out = {"bytes_sent": result.bytes_sent, "seconds": result.seconds,
+               "attempts": result.attempts, "resumed_bytes": result.resumed_bytes,
+               "files": {n: {"size": f.size, "allocated": f.allocated_bytes,
+                             "digest": f.digest} for n, f in result.files.items()}}
+        self._sent[migration_uuid] = (token, out)
+        while len(self._sent) > _SENT_REMEMBERED:
+            self._sent.popitem(last=False)
+        return out
+
+    def _cast(self, coro: Coroutine[Any, Any, None]) -> None:
+        # Keep a reference: a task nobody holds may be collected before it runs.
+        task = asyncio.get_running_loop().create_task(coro)
+        self._casts.add(task)
+        task.add_done_callback(self._casts.discard)
 
     # -- migration: destination finish ---------------------------------------
 

@@ -106,8 +106,10 @@ class ConductorEndpoint:
     async def revert_migration_request(self, migration_uuid: str) -> None:
         self.runner.start(migration_uuid)
 
-    async def report_progress(self, migration_uuid: str, done: int, total: int) -> None:
-        await steps.progress(self.ctx, migration_uuid, done, total)
+    async def report_progress(self, migration_uuid: str, done: int, total: int,
+                              rate: float | None = None, eta: float | None = None,
+                              files: dict[str, Any] | None = None) -> None:
+        await steps.progress(self.ctx, migration_uuid, done, total, rate, eta, files)
 
     # -- RPC: servers ---------------------------------------------------------------
 

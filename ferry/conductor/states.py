@@ -122,10 +122,13 @@ ON_RESTART: dict[State, RestartAction] = {
     # Nothing on any host was touched yet: picking a host again is safe.
     State.SCHEDULING: RestartAction.RESUME,
     State.CHECKING: RestartAction.RESUME,
-    # The guest may be half shut down or its disks half sent: put it back on
-    # its source rather than guess how far the step got.
+    # The guest may be half shut down: put it back on its source rather than
+    # guess how far the step got.
     State.POWERING_OFF: RestartAction.ROLL_BACK,
-    State.TRANSFERRING: RestartAction.ROLL_BACK,
+    # The guest is off and its disks are safe in <uuid>_resize; the transfer is
+    # resumable (same token on the migration row, so the destination keeps the
+    # grant and the journal of its partial files): finish sending what is missing.
+    State.TRANSFERRING: RestartAction.RESUME,
     State.PREPARING: RestartAction.ROLL_BACK,
     State.STARTING: RestartAction.ROLL_BACK,
     State.VERIFY: RestartAction.WAIT,

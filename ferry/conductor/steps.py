@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ferry.bus.base import Bus
@@ -83,11 +83,20 @@ async def load(ctx: StepContext, migration_uuid: str) -> Loaded:
         return Loaded(mig, inst, new, old, records.image_payload(image, inst.image_ref))
 
 
-async def _call(ctx: StepContext, job: Loaded, host: str, method: str, **args: Any) -> Any:
+async def _call(ctx: StepContext, job: Loaded, host: str, method: str,
+                rpc_timeout: float | None = None, **args: Any) -> Any:
     """RPC to a host, fenced with (migration id, generation) so that the host
     refuses a step that arrives after a later one (see ComputeManager)."""
     fence = [job.mig.id, job.mig.generation]
-    return await ctx.bus.call(compute_topic(host), method, {**args, "fence": fence})
+    return await ctx.bus.call(compute_topic(host), method, {**args, "fence": fence},
+                              timeout=rpc_timeout)
+
+
+async def _cast(ctx: StepContext, job: Loaded, host: str, method: str, **args: Any) -> None:
+    """Like `_call`, without waiting: the message waits in the host's queue until
+    the host serves it again (the fence still refuses it if a later step ran)."""
+    fence = [job.mig.id, job.mig.generation]
+    await ctx.bus.cast(compute_topic(host), method, {**args, "fence": fence})
 
 
 # -- SCHEDULING ---------------------------------------------------------------
@@ -238,31 +247,72 @@ async def step_powering_off(ctx: StepContext, job: Loaded) -> None:
     disks = result["disks"]
     await advance(ctx.sessions, job.mig.uuid, Event.POWERED_OFF, expect=State.POWERING_OFF,
                   migration_fields={"disk_info": disks, "powered_off_at": started,
-                                    "bytes_total": sum(d["disk_size"] for d in disks)},
+                                    "bytes_total": sum(d["disk_size"] for d in disks),
+                                    # Made with the transition, so a resumed transfer
+                                    # step always presents the same grant.
+                                    "transfer_token": new_token()},
                   instance_fields={"power_state": 4})
 
 
 async def step_transferring(ctx: StepContext, job: Loaded) -> None:
+    """Move the disks; resumable. The token kept on the migration row names one
+    grant on the destination for the whole step, however often it runs: run
+    again (a restarted conductor resumes TRANSFERRING), the destination keeps
+    that grant and its partial files and journal, and the source sends only
+    what the journal lacks. If the destination already holds the verified
+    files (the first run finished just before the restart), nothing is sent."""
     mig = job.mig
     src, dest = mig.source_compute, mig.dest_compute
     assert src and dest and mig.dest_host
     names = [d["name"] for d in mig.disk_info]
-    token = new_token()
+    token = mig.transfer_token or await _keep_token(ctx, mig.uuid)
+    grant = "new"
     if not mig.shared_storage:
-        await _call(ctx, job, dest, "expect_transfer", token=token, migration_uuid=mig.uuid,
-                    instance_uuid=job.inst.uuid,
-                    files={d["name"]: d["file_size"] for d in mig.disk_info},
-                    ttl=ctx.settings.transfer_token_ttl)
-    result = await _call(ctx, job, src, "send_disks", uuid=job.inst.uuid,
-                         migration_uuid=mig.uuid, address=mig.dest_host, token=token, names=names,
-                         shared=bool(mig.shared_storage))
-    note = ("shared storage: copied locally" if mig.shared_storage else
-            f"{result['bytes_sent']} bytes in {result['seconds']:.2f}s, verified")
+        reply = await _call(ctx, job, dest, "expect_transfer", token=token,
+                            migration_uuid=mig.uuid, instance_uuid=job.inst.uuid,
+                            files={d["name"]: d["file_size"] for d in mig.disk_info},
+                            ttl=ctx.settings.transfer_token_ttl)
+        grant = (reply or {}).get("grant", "new")
+    if grant == "complete":
+        note = "disks already verified on the destination"
+    else:
+        limit = mig.max_bandwidth or ctx.settings.transfer_max_bandwidth or None
+        result = await _call(ctx, job, src, "send_disks", uuid=job.inst.uuid,
+                             migration_uuid=mig.uuid, address=mig.dest_host, token=token,
+                             names=names, shared=bool(mig.shared_storage), rate_limit=limit,
+                             give_up=ctx.settings.transfer_give_up_s)
+        note = "shared storage: copied locally" if mig.shared_storage else _sent_note(result)
     async with ctx.sessions() as s, s.begin():
         await records.event_finish(s, job.inst.uuid, action_name(mig), "compute_resize_instance")
         await advance_in(s, mig.uuid, Event.TRANSFERRED, expect=State.TRANSFERRING, note=note,
-                         migration_fields={"bytes_done": mig.bytes_total},
+                         migration_fields={"bytes_done": Migration.bytes_total,
+                                           "transfer_eta": 0.0, "transfer_token": None},
                          instance_fields={"host": dest, "node": dest})
+
+
+def _sent_note(result: dict[str, Any]) -> str:
+    extra = []
+    if result.get("attempts", 1) > 1:
+        extra.append(f"{result['attempts']} attempts")
+    if result.get("resumed_bytes"):
+        extra.append(f"{result['resumed_bytes']} bytes resumed")
+    more = f" ({', '.join(extra)})" if extra else ""
+    return f"{result['bytes_sent']} bytes sent in {result['seconds']:.2f}s{more}, verified"
+
+
+async def _keep_token(ctx: StepContext, migration_uuid: str) -> str:
+    """A migration that reached TRANSFERRING without a token (made before tokens
+    were kept): make one and keep it, unless a racing run kept one first."""
+    async with ctx.sessions() as s, s.begin():
+        await s.execute(update(Migration)
+                        .where(Migration.uuid == migration_uuid,
+                               Migration.transfer_token.is_(None))
+                        .values(transfer_token=new_token())
+                        .execution_options(synchronize_session=False))
+        token = (await s.execute(select(Migration.transfer_token).where(
+            Migration.uuid == migration_uuid))).scalar_one()
+    assert token is not None
+    return str(token)
 
 
 # -- PREPARING, STARTING (destination) -------------------------------------------
@@ -358,11 +408,18 @@ async def step_rolling_back(ctx: StepContext, job: Loaded) -> None:
     assert src
     notes = []
     if dest:
+        args = {"uuid": job.inst.uuid, "migration_uuid": mig.uuid,
+                "shared": bool(mig.shared_storage)}
         try:
-            await _call(ctx, job, dest, "revert_migration", uuid=job.inst.uuid,
-                        migration_uuid=mig.uuid, shared=bool(mig.shared_storage))
+            # Bounded: a destination that is down (its agent died mid-transfer)
+            # must not keep the server off on its source.
+            await _call(ctx, job, dest, "revert_migration",
+                        rpc_timeout=ctx.settings.rollback_dest_timeout, **args)
         except Exception as exc:
-            notes.append(f"cleanup on {dest} failed ({exc}); it will hold a stale copy")
+            # Queued for the host: it drops the grant and the partial files
+            # when it serves its queue again.
+            await _cast(ctx, job, dest, "revert_migration", **args)
+            notes.append(f"cleanup on {dest} failed ({exc}); queued for when it is back")
     power_state = None
     if source_touched(mig):
         power_state = await _call(ctx, job, src, "finish_revert_migration",
@@ -378,7 +435,9 @@ async def step_rolling_back(ctx: StepContext, job: Loaded) -> None:
         if power_state is not None:
             inst_fields["power_state"] = power_state
         await advance_in(s, mig.uuid, Event.ROLLED_BACK, expect=State.ROLLING_BACK,
-                         note="; ".join(notes), instance_fields=inst_fields)
+                         note="; ".join(notes), instance_fields=inst_fields,
+                         migration_fields={"transfer_token": None, "transfer_eta": None,
+                                           "transfer_rate": None})
 
 
 async def record_failure(ctx: StepContext, job: Loaded, error: str) -> None:
@@ -416,13 +475,20 @@ async def mark_unrecoverable(ctx: StepContext, job: Loaded, error: str) -> None:
                                 details=f"{error}. {where}.")
 
 
-async def progress(ctx: StepContext, migration_uuid: str, done: int, total: int) -> None:
+async def progress(ctx: StepContext, migration_uuid: str, done: int, total: int,
+                   rate: float | None = None, eta: float | None = None,
+                   files: dict[str, Any] | None = None) -> None:
+    """A transfer progress report from the source (about twice a second)."""
     async with ctx.sessions() as s, s.begin():
         mig = (await s.execute(select(Migration).where(Migration.uuid == migration_uuid))
                ).scalar_one_or_none()
         if mig is None or mig.state != State.TRANSFERRING:
-            return
+            return  # late: the step already ended
         mig.bytes_done, mig.bytes_total = done, total
+        mig.transfer_rate, mig.transfer_eta = rate, eta
+        if files is not None:
+            mig.transfer_files = files
+        mig.progress_at = utcnow()
         inst = (await s.execute(select(Instance).where(Instance.uuid == mig.instance_uuid))
                 ).scalar_one()
         inst.progress = int(100 * done / total) if total else 0

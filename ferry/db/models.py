@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     Float,
@@ -190,8 +191,23 @@ class Migration(Timestamps, Base):
     shared_storage: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
     steps: Mapped[list[Any]] = mapped_column(JSON, default=list)
     disk_info: Mapped[list[Any]] = mapped_column(JSON, default=list)
-    bytes_total: Mapped[int] = mapped_column(Integer, default=0)
-    bytes_done: Mapped[int] = mapped_column(Integer, default=0)
+    # Transfer progress, written by the conductor from the source's reports (at
+    # least once a second while TRANSFERRING): allocated bytes verified on the
+    # destination out of the total, the rate over the last seconds, the ETA,
+    # and the same per disk ({name: {"done", "total"}}). BigInteger: disks pass 2 GiB.
+    bytes_total: Mapped[int] = mapped_column(BigInteger, default=0)
+    bytes_done: Mapped[int] = mapped_column(BigInteger, default=0)
+    transfer_rate: Mapped[float | None] = mapped_column(Float, nullable=True)
+    transfer_eta: Mapped[float | None] = mapped_column(Float, nullable=True)
+    transfer_files: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    progress_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+    # Per-migration bandwidth cap (bytes/s) from the request ("ferry:max_bandwidth")
+    # or Settings.transfer_max_bandwidth; None = only the hosts' own caps.
+    max_bandwidth: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    # The data-plane token of this migration's disk transfer, kept while
+    # TRANSFERRING so a resumed step presents the same grant (the destination
+    # keeps the partial files and journal of a known grant). Never shown by the API.
+    transfer_token: Mapped[str | None] = mapped_column(String(64), nullable=True)
     powered_off_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
     downtime_s: Mapped[float | None] = mapped_column(Float, nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)

@@ -30,6 +30,7 @@ hosts, implement the same methods over another store.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -157,6 +158,30 @@ class TokenRegistry:
         with self._lock:
             entry = self._entries.get(token_key(token))
             return entry is not None and not entry.used and self.clock() < entry.grant.expires_at
+
+    def state(self, token: str) -> str | None:
+        """"active", "used" (its transfer completed), "expired", or None if unknown.
+
+        Lets the destination treat a re-sent registration of the same token
+        (a resumed migration step) as the same grant instead of a new one.
+        """
+        with self._lock:
+            entry = self._entries.get(token_key(token))
+            if entry is None:
+                return None
+            if entry.used:
+                return "used"
+            return "active" if self.clock() < entry.grant.expires_at else "expired"
+
+    def renew(self, token: str, expires_at: float) -> None:
+        """Move an unused grant's expiry to ``expires_at`` (a resumed transfer
+        must not be refused because the first attempt started long ago)."""
+        with self._lock:
+            entry = self._entries.get(token_key(token))
+            if entry is None or entry.used:
+                raise TransferRefused("no unused grant for this token")
+            entry.grant = dataclasses.replace(entry.grant, expires_at=expires_at)
+            self._save()
 
     def revoke(self, migration_uuid: str) -> int:
         """Forget every grant of ``migration_uuid``; returns how many were dropped.

@@ -115,8 +115,13 @@ def test_restart_roll_back_is_only_used_where_fail_is_allowed() -> None:
             assert (state, Event.FAIL) in TRANSITIONS, state
 
 
-def test_states_that_touched_the_source_roll_back_on_restart() -> None:
-    assert all(ON_RESTART[s] == RestartAction.ROLL_BACK for s in SOURCE_TOUCHED)
+def test_states_that_touched_the_source_roll_back_on_restart_except_the_transfer() -> None:
+    """A restart cannot tell how far a power-off or a start on the destination
+    got, so those roll back; the transfer is resumable (same grant, journal on
+    the destination), so a restarted conductor finishes it."""
+    assert ON_RESTART[State.TRANSFERRING] == RestartAction.RESUME
+    assert all(ON_RESTART[s] == RestartAction.ROLL_BACK
+               for s in SOURCE_TOUCHED - {State.TRANSFERRING})
 
 
 def test_rolling_back_only_ends_in_error() -> None:
