@@ -93,6 +93,10 @@ def test_compute_service_set_disable_and_enable(ferry: FerryProcess) -> None:
         "host1", "nova-compute", as_json=False)
     row = host1()
     assert (row["Status"], row["Disabled Reason"]) == ("enabled", None)
+    osc(ferry, "compute", "service", "set", "--down", "host1", "ferry-compute", as_json=False)
+    assert host1()["State"] == "down"
+    osc(ferry, "compute", "service", "set", "--up", "host1", "ferry-compute", as_json=False)
+    assert host1()["State"] == "up"
     err = osc(ferry, "compute", "service", "set", "--disable", "host9", "ferry-compute",
               ok=False, as_json=False)
     assert "host9" in err
