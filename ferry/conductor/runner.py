@@ -40,6 +40,8 @@ import contextlib
 import logging
 import random
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from ferry.conductor.lease import Leases
 from ferry.conductor.states import (
@@ -59,6 +61,22 @@ log = logging.getLogger(__name__)
 
 RESTING = FINAL | {State.VERIFY}
 MAX_TRANSIENT_RETRIES = 10
+T = TypeVar("T")
+
+
+async def _patiently(fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+    """Run the runner's own bookkeeping (loading the row, recording a failure),
+    retrying transient database errors: if it gave up, the task would end with
+    the migration unowned mid-step, and recovery would roll it back as after a
+    crash (the scale benchmark's "interrupted while ..." failures)."""
+    for attempt in range(1, MAX_TRANSIENT_RETRIES + 1):
+        try:
+            return await fn(*args)
+        except Exception as exc:
+            if not is_transient(exc) or attempt == MAX_TRANSIENT_RETRIES:
+                raise
+            await asyncio.sleep(random.uniform(0.05, 0.3) * attempt)
+    raise AssertionError("unreachable")
 
 
 class Slots:
@@ -185,7 +203,7 @@ class MigrationRunner:
     async def run(self, migration_uuid: str) -> None:
         failures = transient = 0
         while True:
-            loaded = await load(self.ctx, migration_uuid)
+            loaded = await _patiently(load, self.ctx, migration_uuid)
             state = State(loaded.mig.state)
             if state in RESTING:
                 return
@@ -210,11 +228,11 @@ class MigrationRunner:
                 if ON_FAILURE[state] == FailureAction.RETRY:
                     failures += 1
                     if failures >= self.ctx.settings.rollback_attempts:
-                        await mark_unrecoverable(self.ctx, loaded, error)
+                        await _patiently(mark_unrecoverable, self.ctx, loaded, error)
                         return
                     await asyncio.sleep(min(2 ** failures, 30) * self.ctx.settings.retry_unit)
                     continue
-                await record_failure(self.ctx, loaded, error)
+                await _patiently(record_failure, self.ctx, loaded, error)
 
     def recover(self, migration_uuid: str, state: State) -> None:
         """Take over an unfinished migration nobody drives, as ON_RESTART says."""

@@ -8,9 +8,11 @@ import asyncio
 import datetime as dt
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 from sqlalchemy import update
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from ferry.bus.catalogue import compute_topic
 from ferry.bus.memory import MemoryBus
@@ -165,4 +167,53 @@ async def test_a_lease_released_during_renewal_is_not_lost(tmp_path: Path) -> No
     finally:
         if b is not None:
             await b.stop()
+        await ec.stop()
+
+
+class BusyPool:
+    """The conductor's sessionmaker, with the next `n` checkouts timing out as
+    an exhausted pool does ("QueuePool limit ... reached")."""
+
+    def __init__(self, sessions: Any) -> None:
+        self.sessions = sessions
+        self.fail = 0
+        self.failed = 0
+
+    def __call__(self) -> Any:
+        if self.fail > 0:
+            self.fail -= 1
+            self.failed += 1
+            raise PoolTimeout("QueuePool limit of size 10 overflow 20 reached, "
+                              "connection timed out, timeout 30.00")
+        return self.sessions()
+
+
+async def test_a_step_that_hits_a_pool_timeout_is_retried_not_rolled_back(
+        tmp_path: Path) -> None:
+    ec = await start_cloud(tmp_path / "s", hosts=2)
+    try:
+        async with httpx.AsyncClient(base_url=ec.url, timeout=30) as client:
+            cloud = Cloud(ec, client)
+            bus = ec.bus
+            assert isinstance(bus, MemoryBus)
+            server = await cloud.boot()
+            sid, src = server["id"], server["OS-EXT-SRV-ATTR:host"]
+            busy = BusyPool(ec.conductor.ctx.sessions)
+            ec.conductor.ctx.sessions = busy
+            gate = bus.hold(compute_topic(src), "power_off_for_migration")
+            assert (await cloud.action(sid, {"migrate": None})).status_code == 202
+            await asyncio.wait_for(gate.reached.wait(), 10)
+            # The guest is off; recording that (and the step's retry) finds the
+            # pool exhausted twice.
+            busy.fail = 2
+            gate.released.set()
+            s = await cloud.wait_status(sid, "VERIFY_RESIZE")
+            assert busy.failed == 2
+            assert s["OS-EXT-SRV-ATTR:host"] != src
+            [mig] = await cloud.migrations(sid)
+            assert mig["error"] is None
+            assert "rolling_back" not in [st["state"] for st in mig["steps"]]
+            await invariants.check(ec, sid)
+            await invariants.total_usage_matches(ec)
+    finally:
         await ec.stop()

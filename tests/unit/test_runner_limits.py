@@ -10,7 +10,7 @@ from sqlalchemy import create_engine
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import QueuePool
 
-from ferry.conductor.runner import Slots
+from ferry.conductor.runner import Slots, _patiently
 from ferry.db.session import is_transient
 
 
@@ -69,14 +69,46 @@ async def test_no_cap_means_no_waiting() -> None:
     assert slots.busy == 100 and slots.waiting() == []
 
 
-def test_a_pool_checkout_timeout_is_transient() -> None:
+def _pool_timeout() -> Exception:
+    """A real "QueuePool limit ... reached" from a pool of one connection."""
     engine = create_engine("sqlite://", poolclass=QueuePool, pool_size=1, max_overflow=0,
                            pool_timeout=0.05)
-    with engine.connect(), pytest.raises(Exception) as info:
-        engine.connect()
-    assert "QueuePool limit" in str(info.value)
-    assert is_transient(info.value)
-    engine.dispose()
+    try:
+        with engine.connect(), pytest.raises(Exception) as info:
+            engine.connect()
+    finally:
+        engine.dispose()
+    assert isinstance(info.value, Exception)
+    return info.value
+
+
+def test_a_pool_checkout_timeout_is_transient() -> None:
+    exc = _pool_timeout()
+    assert "QueuePool limit" in str(exc)
+    assert is_transient(exc)
+
+
+async def test_bookkeeping_outlasts_pool_timeouts_but_not_real_errors() -> None:
+    timeout = _pool_timeout()
+    calls: list[str] = []
+
+    async def busy_pool_then_ok(key: str) -> str:
+        calls.append(key)
+        if len(calls) < 3:
+            raise timeout
+        return "loaded"
+
+    assert await _patiently(busy_pool_then_ok, "m1") == "loaded"
+    assert calls == ["m1"] * 3
+
+    async def broken(key: str) -> str:
+        calls.append(key)
+        raise RuntimeError("no such migration")
+
+    calls.clear()
+    with pytest.raises(RuntimeError):
+        await _patiently(broken, "m2")
+    assert calls == ["m2"]
 
 
 def test_which_database_errors_are_transient() -> None:
