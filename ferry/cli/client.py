@@ -114,6 +114,20 @@ class FerryClient:
                 return dict(f)
         raise ApiFailure(404, f"Flavor {ident} could not be found.")
 
+    # -- compute hosts -----------------------------------------------------------------
+
+    def compute_services(self, host: str | None = None) -> list[dict[str, Any]]:
+        params = {"binary": "ferry-compute", **({"host": host} if host else {})}
+        return list(self.get("/compute/v2.1/os-services", params=params)["services"])
+
+    def update_compute_service(self, host: str, body: dict[str, Any]) -> dict[str, Any]:
+        """PUT /os-services/{uuid} (2.53+) for the compute service of `host`."""
+        found = self.compute_services(host)
+        if not found:
+            raise ApiFailure(404, f"Compute host {host} could not be found.")
+        r = self.request("PUT", f"/compute/v2.1/os-services/{found[0]['id']}", json=body)
+        return dict(r.json()["service"])
+
     # -- ferry extensions ----------------------------------------------------------
 
     def migrations(self, server_id: str | None = None) -> list[dict[str, Any]]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from ferry.cli import demo, guest_image, identity, resources, serve, servers, up
+from ferry.cli import demo, guest_image, hosts, identity, resources, serve, servers, up
 from ferry.cli.client import ApiFailure
 
 app = typer.Typer(help="Ferry: cold migration of VMs between KVM hosts.", no_args_is_help=True)
@@ -16,7 +16,7 @@ app.command("up")(up.up)
 app.command("demo")(demo.demo)
 app.add_typer(servers.app, name="server")
 app.add_typer(resources.migration, name="migration")
-app.add_typer(resources.host, name="host")
+app.add_typer(hosts.host, name="host")
 app.add_typer(resources.image, name="image")
 app.add_typer(resources.flavor, name="flavor")
 app.add_typer(guest_image.app, name="guest-image")

@@ -1,4 +1,4 @@
-"""`ferry migration|host|image|flavor ...`."""
+"""`ferry migration|image|flavor ...` (hosts: `ferry/cli/hosts.py`)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ from ferry.cli.client import FerryClient
 
 console = Console()
 migration = typer.Typer(help="Migrations: list, show, watch.", no_args_is_help=True)
-host = typer.Typer(help="Compute hosts.", no_args_is_help=True)
 image = typer.Typer(help="Images (Glance v2 subset).", no_args_is_help=True)
 flavor = typer.Typer(help="Flavors.", no_args_is_help=True)
 
@@ -41,18 +40,6 @@ def migration_watch(ident: str = typer.Argument(..., help="migration uuid or id"
     mig = render.watch(FerryClient(), ident, console,
                        until=render.FINAL_STATUSES if final else render.RESTING_STATUSES)
     console.print(f"{mig['uuid']}: {mig['status']}")
-
-
-@host.command("list")
-def host_list() -> None:
-    c = FerryClient()
-    table = Table("host", "state", "status", "data plane", "vcpus", "ram MiB", "disk GiB")
-    for h in c.get("/compute/v2.1/os-hypervisors/detail")["hypervisors"]:
-        table.add_row(h["hypervisor_hostname"], h["state"], h["status"], h["host_ip"],
-                      f"{h['vcpus_used']}/{h['vcpus']}",
-                      f"{h['memory_mb_used']}/{h['memory_mb']}",
-                      f"{h['local_gb_used']}/{h['local_gb']}")
-    console.print(table)
 
 
 @image.command("upload")

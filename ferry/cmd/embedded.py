@@ -26,6 +26,7 @@ from sqlalchemy import select
 from ferry.api.app import create_app
 from ferry.api.context import ApiDeps
 from ferry.bus.memory import MemoryBus
+from ferry.cmd.config import is_loopback
 from ferry.compute.manager import ComputeManager
 from ferry.compute.virt.loader import load_driver
 from ferry.conductor.manager import ConductorEndpoint
@@ -79,7 +80,7 @@ def data_ip(i: int) -> str:
 
 class EmbeddedCloud:
     def __init__(self, cfg: CloudConfig) -> None:
-        if cfg.insecure_no_auth and not _is_loopback(cfg.listen_host):
+        if cfg.insecure_no_auth and not is_loopback(cfg.listen_host):
             raise InsecureBindRefused(
                 f"--insecure-no-auth treats every caller as admin; it only listens on "
                 f"loopback, not on {cfg.listen_host}")
@@ -225,13 +226,3 @@ class EmbeddedCloud:
         await self.bus.close()
         await self.engine.dispose()
 
-
-def _is_loopback(host: str) -> bool:
-    import ipaddress
-
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False

@@ -44,7 +44,10 @@ class Leases:
             return bool(res.rowcount == 1)  # type: ignore[attr-defined]
 
     async def renew(self, migration_uuids: list[str]) -> set[str]:
-        """Extend our leases; returns the ones we no longer hold."""
+        """Extend our leases; returns the ones we no longer hold. The caller's
+        list was read before this transaction, so that includes any lease
+        released meanwhile by a migration that finished: the caller tells
+        those apart (see `ConductorEndpoint.renew_leases`)."""
         if not migration_uuids:
             return set()
         now = utcnow()

@@ -90,10 +90,21 @@ class ConductorEndpoint:
             log.info("%s takes over migration %s in %s", self.name, mig_uuid, state)
             self.runner.recover(mig_uuid, State(state))
 
-    async def renew_leases(self) -> None:
-        for lost in await self.leases.renew(self.runner.holding()):
-            log.warning("%s lost the lease on migration %s", self.name, lost)
-            self.runner.cancel(lost)
+    async def renew_leases(self) -> set[str]:
+        """Renew the leases this conductor drives under; cancel the migrations
+        another conductor took over. Returns those (for tests and logs)."""
+        taken = await self.leases.renew(self.runner.holding())
+        # Count only what this runner still drives after the renewal: a
+        # migration that finished meanwhile left `holding()` before it released
+        # its lease (the runner's order), so it is not lost even if another
+        # conductor already drives its next step (a confirm) under a new lease.
+        # One still driven here whose row names someone else (or nobody: taken
+        # after expiry and released again) really was taken over.
+        lost = taken & set(self.runner.holding())
+        for mig_uuid in sorted(lost):
+            log.warning("%s lost the lease on migration %s", self.name, mig_uuid)
+            self.runner.cancel(mig_uuid)
+        return lost
 
     # -- RPC: migrations -----------------------------------------------------------
 

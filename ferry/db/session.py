@@ -65,9 +65,15 @@ _TRANSIENT_SQLSTATES = {"40001", "40P01"}  # serialization failure, deadlock det
 
 def is_transient(exc: BaseException) -> bool:
     """A database error that a retry of the same transaction can clear: PostgreSQL
-    deadlocks and serialization failures, SQLite's "database is locked"."""
+    deadlocks and serialization failures, SQLite's "database is locked", and a
+    pool checkout that timed out ("QueuePool limit ... reached"; the transaction
+    that wanted the connection never began, so it is as safe to retry as a
+    deadlock's, and the pool has usually drained by the next attempt)."""
     from sqlalchemy.exc import DBAPIError
+    from sqlalchemy.exc import TimeoutError as PoolTimeout
 
+    if isinstance(exc, PoolTimeout):
+        return True
     if not isinstance(exc, DBAPIError):
         return False
     orig = exc.orig

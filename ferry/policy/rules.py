@@ -88,6 +88,8 @@ COMPUTE = [
     RuleDefault(_C + "os-hypervisors:list-detail", ADMIN, "List hypervisors with details"),
     RuleDefault(_C + "os-hypervisors:show", ADMIN, "Show a hypervisor"),
     RuleDefault(_C + "os-services:list", ADMIN, "List compute services"),
+    RuleDefault(_C + "os-services:update", ADMIN,
+                "Disable, enable or force down a compute service"),
 ]
 
 # Glance-like. Visibility (public/community or the owner's project) is checked

@@ -78,6 +78,31 @@ def test_hypervisors_and_compute_services(ferry: FerryProcess) -> None:
     assert token["id"] and token["project_id"] and token["expires"]
 
 
+def test_compute_service_set_disable_and_enable(ferry: FerryProcess) -> None:
+    def host1() -> dict[str, Any]:
+        rows = osc(ferry, "compute", "service", "list", "--long")
+        row: dict[str, Any] = next(s for s in rows if s["Host"] == "host1")
+        return row
+
+    osc(ferry, "compute", "service", "set", "--disable", "--disable-reason", "e2e maintenance",
+        "host1", "ferry-compute", as_json=False)
+    row = host1()
+    assert (row["Status"], row["Disabled Reason"]) == ("disabled", "e2e maintenance")
+    # Nova's binary name works too, and the older action form (before 2.53).
+    osc(ferry, "--os-compute-api-version", "2.11", "compute", "service", "set", "--enable",
+        "host1", "nova-compute", as_json=False)
+    row = host1()
+    assert (row["Status"], row["Disabled Reason"]) == ("enabled", None)
+    osc(ferry, "compute", "service", "set", "--down", "host1", "ferry-compute", as_json=False)
+    assert host1()["State"] == "down"
+    osc(ferry, "compute", "service", "set", "--up", "host1", "ferry-compute", as_json=False)
+    assert host1()["State"] == "up"
+    err = osc(ferry, "compute", "service", "set", "--disable", "host9", "ferry-compute",
+              ok=False, as_json=False)
+    assert "host9" in err
+    assert {s["Status"] for s in osc(ferry, "compute", "service", "list")} == {"enabled"}
+
+
 def test_migrate_confirm_revert_host_and_resize(ferry: FerryProcess, image: str) -> None:
     created = osc(ferry, "server", "create", "--image", image, "--flavor", "ferry.tiny",
                   "--wait", "e2e-vm")
