@@ -18,7 +18,6 @@ from __future__ import annotations
 import collections
 import contextlib
 import ctypes
-import ctypes.util
 import os
 import queue
 import threading
@@ -30,8 +29,11 @@ _SYNC_FILE_RANGE_WRITE = 2
 _SYNC_FILE_RANGE_WAIT_AFTER = 4
 
 _libc: ctypes.CDLL | None = None
-with contextlib.suppress(OSError, TypeError):
-    _libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+with contextlib.suppress(OSError, TypeError, AttributeError):
+    # The symbols of the running process, libc included: not
+    # ctypes.util.find_library, which runs ``ldconfig -p`` in a subprocess
+    # (~45 ms on every start of a sender or an agent).
+    _libc = ctypes.CDLL(None, use_errno=True)
     for _name in ("fallocate", "sync_file_range"):
         _fn = getattr(_libc, _name)
         _fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
