@@ -84,6 +84,7 @@ class Writeback:
         self._fd: int | None = None
         self._requests: queue.Queue[tuple[int, int] | None] = queue.Queue(maxsize=256)
         self._thread: threading.Thread | None = None
+        self._closing = False
         if _libc is None:
             return
         try:
@@ -104,15 +105,15 @@ class Writeback:
             self._requests.put_nowait((offset, length))
 
     def close(self) -> None:
-        """Stop the thread (ranges not yet settled stay cached) and release its descriptor."""
+        """Stop the thread and release its descriptor.
+
+        Queued hints are abandoned (after a fsync there is nothing left to
+        write; after a failure the data is about to be deleted), so this
+        waits at most for the one range being settled."""
         if self._thread is not None:
-            while True:
-                try:
-                    self._requests.put(None, timeout=0.1)
-                    break
-                except queue.Full:
-                    with contextlib.suppress(queue.Empty):
-                        self._requests.get_nowait()  # shed a hint to make room
+            self._closing = True
+            with contextlib.suppress(queue.Full):
+                self._requests.put_nowait(None)  # wakes an idle thread; a busy one sees the flag
             self._thread.join()
             self._thread = None
         if self._fd is not None:
@@ -125,16 +126,17 @@ class Writeback:
         in_flight = 0
         while True:
             request = self._requests.get()
-            if request is None:
+            if request is None or self._closing:
                 return
             offset, length = request
             _libc.sync_file_range(self._fd, offset, length, _SYNC_FILE_RANGE_WRITE)
             started.append(request)
             in_flight += length
-            while in_flight > self.lag:
+            while in_flight > self.lag and not self._closing:
                 old_offset, old_length = started.popleft()
                 in_flight -= old_length
                 self._settle(old_offset, old_length)
+            self._requests.task_done()  # lets a test wait for the queue to be handled
 
     def _settle(self, offset: int, length: int) -> None:
         """Wait for a range to be on disk, then let its pages go."""

@@ -76,6 +76,7 @@ def test_settled_ranges_leave_the_page_cache_and_read_back(tmp_path: Path) -> No
         for i, chunk in enumerate(chunks):
             os.pwrite(fd, chunk, i * MiB)
             flusher.submit(i * MiB, MiB)
+        flusher._requests.join()  # every hint handled (close() would abandon the rest)
         flusher.close()
         assert flusher.error is None
         # Everything but the last ~lag bytes was waited for and dropped.
@@ -94,6 +95,7 @@ def test_without_drop_behind_pages_stay_cached(tmp_path: Path) -> None:
         for i in range(8):
             os.pwrite(fd, os.urandom(MiB), i * MiB)
             flusher.submit(i * MiB, MiB)
+        flusher._requests.join()
         flusher.close()
         assert resident_pages(fd, 0, 8 * MiB) == 8 * MiB // PAGE
     finally:
@@ -107,9 +109,9 @@ def test_close_returns_with_a_full_queue(tmp_path: Path) -> None:
         flusher = _linux.Writeback(fd, lag=0)
         for i in range(2000):  # more than the queue holds: the excess is shed
             flusher.submit((i % 64) * MiB, MiB)
-        flusher.close()
-        flusher.submit(0, MiB)  # after close: ignored, no thread to take it
+        flusher.close()  # abandons what is queued instead of working through it
         assert flusher._thread is None and flusher._fd is None
+        flusher.submit(0, MiB)  # after close: ignored, no thread to take it
     finally:
         os.close(fd)
 
