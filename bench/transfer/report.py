@@ -122,8 +122,25 @@ def tables(results: list[Result], disks: dict[str, dict[str, Any]]) -> str:
                 f"| {r.cpu_src:.2f}+{r.cpu_dst:.2f} | {r.rss_src_mib:.0f}/{r.rss_dst_mib:.0f} "
                 f"| {'yes' if r.identical else 'NO'} | {'yes' if r.sparse else 'no'} | {speed} |"
             )
+        cp = next((r for r in rows if r.tool == "cp"), None)
+        if cp is not None:
+            out += ["", _cp_line(ferry, cp)]
         out.append("")
     return "\n".join(out)
+
+
+def _cp_line(ferry: Result | None, cp: Result) -> str:
+    """Ferry against the local copy, both ways of counting the copy."""
+    text = (
+        f"Local limit: `cp --sparse=always` {cp.wall:.2f} s (data left in the page cache), "
+        f"`cp --sparse=always` + fsync of the copy {cp.durable:.2f} s (data on disk)."
+    )
+    if ferry is not None:
+        text += (
+            f"  Ferry (which fsyncs) takes {ferry.wall / cp.wall:.2f}x the plain copy and "
+            f"{ferry.wall / cp.durable:.2f}x the flushed copy."
+        )
+    return text
 
 
 def targets(
@@ -151,13 +168,21 @@ def targets(
     for key, info in disks.items():
         f, cp = by.get((key, "ferry")), by.get((key, "cp"))
         if f is not None and cp is not None:
+            # Both readings of "the local copy": plain cp returns with the
+            # data still in the page cache, Ferry only once it is on disk.
+            # Ferry's wall already includes its fsync (its durable = wall).
             checks.append(
                 (
-                    f"({key}) within 2x of cp --sparse=always",
+                    f"({key}) within 2x of cp --sparse=always (plain, page cache)",
                     f.wall <= 2 * cp.wall,
-                    f"{f.wall:.2f}s vs {cp.wall:.2f}s = {f.wall / cp.wall:.2f}x; durable "
-                    f"{f.durable:.2f}s vs {cp.durable:.2f}s = "
-                    f"{f.durable / cp.durable:.2f}x",
+                    f"{f.wall:.2f}s vs {cp.wall:.2f}s = {f.wall / cp.wall:.2f}x",
+                )
+            )
+            checks.append(
+                (
+                    f"({key}) within 2x of cp --sparse=always + fsync (disk limit)",
+                    f.wall <= 2 * cp.durable,
+                    f"{f.wall:.2f}s vs {cp.durable:.2f}s = {f.wall / cp.durable:.2f}x",
                 )
             )
         if f is not None and f.wire is not None:

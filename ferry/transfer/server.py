@@ -189,6 +189,13 @@ class TransferServer:
             # finishing (its outcome is decided), refuse if it is running.
             if other.outcome is None or not other.wait_closed(_TAKEOVER_SECONDS):
                 raise TransferRefused("these files are being received by another transfer")
+        if old is not None and old.committed:
+            # The old attempt succeeded and is delivering its verdict; the
+            # token is burnt right after that (or the files put back as
+            # partials if the verdict could not be sent).  Let it decide
+            # rather than supersede a finished transfer.
+            old.wait_closed(_TAKEOVER_SECONDS)
+            self.registry.open(hello.token, hello.migration_uuid)  # refuses a burnt token
         if old is not None:
             # A new attempt of the same migration: the old one is dead or dying.
             old.end("transient", "superseded by a newer attempt", linger=False)

@@ -182,6 +182,11 @@ class Session:
     def closed(self) -> bool:
         return self._closed.is_set()
 
+    @property
+    def committed(self) -> bool:
+        """Files renamed into place; the verdict is being (or was) delivered."""
+        return self._committed
+
     def _release(self) -> None:
         if self._closed.is_set():
             return

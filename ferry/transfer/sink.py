@@ -54,8 +54,11 @@ class PartFile:
         self._fd: int | None = None
         self._lock = threading.Lock()
         # Start writing each chunk to disk as soon as it is written, so the
-        # fsync before the rename has little left to do.
+        # fsync before the rename has little left to do, and drop it from
+        # the page cache once it is there (see _linux.Writeback).  Set
+        # before open().
         self.writeback = True
+        self._flusher: _linux.Writeback | None = None
 
     # -- open / resume ---------------------------------------------------------
 
@@ -69,6 +72,8 @@ class PartFile:
         verified = self._verify(entries, trusted)
         self.resumed_bytes = sum(n for n, _ in verified.values())
         self.journal.create(verified)
+        if self.writeback:
+            self._flusher = _linux.Writeback(fd)
 
     def _open_existing(self) -> int | None:
         # Only reuse a regular file of ours with one link and the right size:
@@ -142,8 +147,8 @@ class PartFile:
                 done += os.pwrite(fd, data[done:], start + rel + done)
         with self._lock:
             self.journal.record(segment, nbytes, chunk_sum)
-        if self.writeback:
-            _linux.start_writeback(fd, start, self.chunk_size)
+        if self._flusher is not None:
+            self._flusher.submit(start, self.chunk_size)
 
     # -- completion ------------------------------------------------------------
 
@@ -178,6 +183,14 @@ class PartFile:
     def finish(self) -> None:
         """Make the verified data durable before it may be renamed into place."""
         os.fsync(self._require_open())
+        self._raise_writeback_error()
+
+    def _raise_writeback_error(self) -> None:
+        # The flusher waits through its own file description, so our fsync
+        # sees a write-back error anyway; this also covers kernels that
+        # would report it only once.
+        if self._flusher is not None and self._flusher.error is not None:
+            raise self._flusher.error
 
     def commit(self) -> None:
         """Rename into place; the journal goes too (its entries stay in memory)."""
@@ -201,8 +214,12 @@ class PartFile:
         if sync and self._fd is not None and self.digest is None:
             with contextlib.suppress(OSError):
                 os.fdatasync(self._fd)
+                self._raise_writeback_error()
                 self.journal.mark_synced()
         self.journal.close()
+        if self._flusher is not None:
+            flusher, self._flusher = self._flusher, None
+            flusher.close()
         if self._fd is not None:
             fd, self._fd = self._fd, None
             os.close(fd)

@@ -55,4 +55,9 @@ def test_quick_benchmark_moves_every_disk_identically(tmp_path: Path) -> None:
         assert r["identical"] and r["attempts"] >= 2
         # Quick disks are small, so one lost 4 MiB chunk per stream weighs more.
         assert r["ratio_wire"] <= 1.5
-    assert "### Targets" in (run / "results.md").read_text()
+    text = (run / "results.md").read_text()
+    assert "### Targets" in text
+    # Both readings of the local limit are reported, never just one.
+    assert text.count("within 2x of cp --sparse=always (plain, page cache)") == 3
+    assert text.count("within 2x of cp --sparse=always + fsync (disk limit)") == 3
+    assert text.count("Local limit: `cp --sparse=always`") == 3
