@@ -99,15 +99,12 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             log.info(
                 "measuring %d decisions on the full cluster (heartbeats paused)", args.decisions
             )
-            stats, hosts = await decisions.measure(sim.sessions, args.decisions, down)
+            stats, _ = await decisions.measure(sim.sessions, args.decisions, down)
             result["decisions_quiet"] = stats
             result["decision_breakdown_mean_ms"] = await decisions.breakdown(
                 sim.sessions, max(10, args.decisions // 5), down
             )
             result["decision_profile"] = await decisions.profile(sim.sessions, 20, down)
-            result["what_if_set_based_quiet"] = await decisions.what_if(
-                sim.sessions, args.decisions, down, hosts
-            )
             # Loaded: every host heartbeats every report_interval meanwhile.
             sim.resume_heartbeats()
             await asyncio.sleep(args.report_interval)
@@ -116,9 +113,6 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             )
             result["decisions_with_heartbeats"], _ = await decisions.measure(
                 sim.sessions, args.decisions, down, seed=8
-            )
-            result["what_if_set_based_with_heartbeats"] = await decisions.what_if(
-                sim.sessions, args.decisions, down, [], seed=8
             )
         if args.migrations:
             uuids = await sim.movable(args.migrations)
@@ -129,15 +123,9 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             events = EventCounter()
             logging.getLogger().addHandler(events)
             try:
-                if args.scheduler == "set-based":
-                    with decisions.set_based_scheduler():
-                        result["migrations"] = await migrations.run(
-                            sim, uuids, in_flight=args.max_in_flight
-                        )
-                else:
-                    result["migrations"] = await migrations.run(
-                        sim, uuids, in_flight=args.max_in_flight
-                    )
+                result["migrations"] = await migrations.run(
+                    sim, uuids, in_flight=args.max_in_flight
+                )
             finally:
                 logging.getLogger().removeHandler(events)
                 result["log_events_during_migrations"] = dict(events.counts.most_common(15))
@@ -178,13 +166,6 @@ def cli(argv: list[str]) -> int:
         type=int,
         default=1,
         help="ConductorEndpoints (each with its own database pool)",
-    )
-    p.add_argument(
-        "--scheduler",
-        choices=["ferry", "set-based"],
-        default="ferry",
-        help="for the migrations: Ferry's select_destinations as it is, or "
-        "with the set-based host-state queries of decisions.what_if",
     )
     p.add_argument(
         "--max-in-flight",

@@ -6,6 +6,11 @@ side of a move) owns allocations. Every write to a provider first bumps its
 `generation` with compare-and-swap, so two claims racing for the last room on
 a host cannot both succeed: the loser retries and then sees the winner's usage.
 
+Reads that run on every scheduling decision select plain columns and let the
+database sum allocations (GROUP BY), so a decision costs a few thousand small
+rows, not one ORM object per allocation; the same statements run on SQLite and
+PostgreSQL.
+
 To add a resource class: report it from the compute host's resources and add
 it to `RESOURCE_CLASSES`; filters and weighers read usages generically.
 """
@@ -16,7 +21,7 @@ import uuid as uuidlib
 from collections import defaultdict
 from dataclasses import dataclass
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import ColumnElement, and_, delete, func, or_, select, true, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ferry.db.models import Allocation, Consumer, Inventory, ResourceProvider
@@ -78,29 +83,81 @@ async def ensure_provider(
     return rp
 
 
+def inventory_is(name: str, inventory: dict[str, InventoryRecord]) -> ColumnElement[bool]:
+    """SQL condition: provider `name` holds exactly these inventory records.
+
+    Lets a caller make "update X only if the inventory did not change" a
+    single UPDATE ... WHERE (the compute heartbeat's common case). Inventories
+    are unique per (provider, class), so a full match counts len(inventory).
+    """
+    if not inventory:
+        return true()
+    matching = (
+        select(func.count())
+        .select_from(Inventory)
+        .join(ResourceProvider, Inventory.provider_id == ResourceProvider.id)
+        .where(ResourceProvider.name == name,
+               or_(*(and_(Inventory.resource_class == rc, Inventory.total == rec.total,
+                          Inventory.reserved == rec.reserved,
+                          Inventory.allocation_ratio == rec.allocation_ratio)
+                     for rc, rec in inventory.items())))
+        .scalar_subquery()
+    )
+    return matching == len(inventory)
+
+
 async def inventories(session: AsyncSession) -> dict[str, dict[str, InventoryRecord]]:
+    """Every provider's inventory, by provider name and resource class."""
     rows = await session.execute(
-        select(ResourceProvider.name, Inventory).join(
-            Inventory, Inventory.provider_id == ResourceProvider.id
-        )
+        select(ResourceProvider.name, Inventory.resource_class, Inventory.total,
+               Inventory.reserved, Inventory.allocation_ratio)
+        .join(Inventory, Inventory.provider_id == ResourceProvider.id)
     )
     out: dict[str, dict[str, InventoryRecord]] = defaultdict(dict)
-    for name, inv in rows:
-        out[name][inv.resource_class] = InventoryRecord(inv.total, inv.reserved,
-                                                        inv.allocation_ratio)
+    for name, rc, total, reserved, ratio in rows:
+        out[name][rc] = InventoryRecord(total, reserved, ratio)
     return dict(out)
 
 
 async def usages(session: AsyncSession) -> dict[str, Resources]:
-    rows = await session.execute(
-        select(ResourceProvider.name, Allocation.resource_class, Allocation.used).join(
-            Allocation, Allocation.provider_id == ResourceProvider.id
-        )
+    """What every provider has allocated, by resource class, summed by the database.
+
+    Providers without allocations are absent (their usage is zero).
+    """
+    summed = (
+        select(Allocation.provider_id, Allocation.resource_class,
+               func.sum(Allocation.used).label("used"))
+        .group_by(Allocation.provider_id, Allocation.resource_class)
+        .subquery()
     )
-    out: dict[str, Resources] = defaultdict(lambda: defaultdict(int))
+    rows = await session.execute(
+        select(ResourceProvider.name, summed.c.resource_class, summed.c.used)
+        .join(summed, summed.c.provider_id == ResourceProvider.id)
+    )
+    out: dict[str, Resources] = defaultdict(dict)
     for name, rc, used in rows:
-        out[name][rc] += used
-    return {k: dict(v) for k, v in out.items()}
+        out[name][rc] = int(used)  # PostgreSQL's SUM of an integer is a bigint/Decimal
+    return dict(out)
+
+
+async def provider_usage(session: AsyncSession, provider_id: int) -> Resources:
+    """One provider's allocations summed by class (uses the provider_id index)."""
+    rows = await session.execute(
+        select(Allocation.resource_class, func.sum(Allocation.used))
+        .where(Allocation.provider_id == provider_id)
+        .group_by(Allocation.resource_class)
+    )
+    return {rc: int(used) for rc, used in rows}
+
+
+async def provider_inventory(session: AsyncSession, provider_id: int
+                             ) -> dict[str, InventoryRecord]:
+    rows = await session.execute(
+        select(Inventory.resource_class, Inventory.total, Inventory.reserved,
+               Inventory.allocation_ratio)
+        .where(Inventory.provider_id == provider_id)
+    )
+    return {rc: InventoryRecord(total, reserved, ratio) for rc, total, reserved, ratio in rows}
 
 
 async def allocations_for(session: AsyncSession, consumer: str) -> dict[str, Resources]:
@@ -159,16 +216,13 @@ async def claim(
     """Allocate `resources` on `provider` for `consumer`, or raise ClaimFailed.
 
     Call inside a transaction; the provider row is written first so the
-    capacity check below sees every claim that committed before ours.
+    capacity check below sees every claim that committed before ours (a racing
+    claim on the same provider waits on that row, then fails its
+    compare-and-swap and re-reads). Only this provider's rows are summed.
     """
     rp = await _bump_generation(session, provider)
-    invs = {
-        i.resource_class: InventoryRecord(i.total, i.reserved, i.allocation_ratio)
-        for i in (
-            await session.execute(select(Inventory).where(Inventory.provider_id == rp.id))
-        ).scalars()
-    }
-    used = (await usages(session)).get(provider, {})
+    invs = await provider_inventory(session, rp.id)
+    used = await provider_usage(session, rp.id)
     for rc, amount in resources.items():
         if amount <= 0:
             continue

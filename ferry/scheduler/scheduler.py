@@ -35,23 +35,27 @@ class Selection:
 
 
 async def host_states(session: AsyncSession, down_after: float) -> list[HostState]:
+    """Every compute host with its inventory and summed usage: three set-based
+    queries of plain columns (no ORM objects), whatever the number of allocations."""
     invs = await placement.inventories(session)
     used = await placement.usages(session)
     now = utcnow()
-    services = (
-        await session.execute(select(Service).where(Service.binary == "ferry-compute"))
-    ).scalars()
+    rows = await session.execute(
+        select(Service.host, Service.zone, Service.disabled, Service.last_seen_up,
+               Service.forced_down, Service.data_address)
+        .where(Service.binary == "ferry-compute")
+    )
     return [
         HostState(
-            host=s.host,
-            zone=s.zone,
-            enabled=not s.disabled,
-            up=is_up(s.last_seen_up, s.forced_down, now, down_after),
-            inventory=invs.get(s.host, {}),
-            used=used.get(s.host, {}),
-            data_address=s.data_address,
+            host=host,
+            zone=zone,
+            enabled=not disabled,
+            up=is_up(seen, forced_down, now, down_after),
+            inventory=invs.get(host, {}),
+            used=used.get(host, {}),
+            data_address=address,
         )
-        for s in services
+        for host, zone, disabled, seen, forced_down, address in rows
     ]
 
 
