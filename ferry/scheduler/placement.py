@@ -8,8 +8,9 @@ a host cannot both succeed: the loser retries and then sees the winner's usage.
 
 Reads that run on every scheduling decision select plain columns and let the
 database sum allocations (GROUP BY), so a decision costs a few thousand small
-rows, not one ORM object per allocation; the same statements run on SQLite and
-PostgreSQL.
+rows, not one ORM object per allocation; they run on the session's connection
+(Core rows, no ORM loading step) inside the caller's transaction. The same
+statements run on SQLite and PostgreSQL.
 
 To add a resource class: report it from the compute host's resources and add
 it to `RESOURCE_CLASSES`; filters and weighers read usages generically.
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 import uuid as uuidlib
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy import ColumnElement, and_, delete, func, or_, select, true, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -39,10 +40,12 @@ class InventoryRecord:
     total: int
     reserved: int = 0
     allocation_ratio: float = 1.0
+    # Computed once: filters and weighers ask for it thousands of times a decision.
+    capacity: int = field(init=False, compare=False, repr=False)
 
-    @property
-    def capacity(self) -> int:
-        return int((self.total - self.reserved) * self.allocation_ratio)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "capacity",
+                           int((self.total - self.reserved) * self.allocation_ratio))
 
 
 Resources = dict[str, int]
@@ -108,36 +111,45 @@ def inventory_is(name: str, inventory: dict[str, InventoryRecord]) -> ColumnElem
 
 async def inventories(session: AsyncSession) -> dict[str, dict[str, InventoryRecord]]:
     """Every provider's inventory, by provider name and resource class."""
-    rows = await session.execute(
+    conn = await session.connection()
+    rows = (await conn.execute(
         select(ResourceProvider.name, Inventory.resource_class, Inventory.total,
                Inventory.reserved, Inventory.allocation_ratio)
         .join(Inventory, Inventory.provider_id == ResourceProvider.id)
-    )
+    )).all()
     out: dict[str, dict[str, InventoryRecord]] = defaultdict(dict)
     for name, rc, total, reserved, ratio in rows:
         out[name][rc] = InventoryRecord(total, reserved, ratio)
     return dict(out)
 
 
+async def usages_by_id(session: AsyncSession) -> dict[int, Resources]:
+    """Allocations summed per provider id and class by the database.
+
+    A GROUP BY over the one table and nothing else: its plan is a scan and a
+    hash aggregate whatever the statistics say (joined to other tables, a
+    planner without fresh statistics was seen to re-aggregate once per host).
+    """
+    conn = await session.connection()
+    rows = (await conn.execute(
+        select(Allocation.provider_id, Allocation.resource_class, func.sum(Allocation.used))
+        .group_by(Allocation.provider_id, Allocation.resource_class)
+    )).all()
+    out: dict[int, Resources] = defaultdict(dict)
+    for provider_id, rc, used in rows:
+        out[provider_id][rc] = int(used)  # PostgreSQL's SUM of an integer is a bigint
+    return dict(out)
+
+
 async def usages(session: AsyncSession) -> dict[str, Resources]:
-    """What every provider has allocated, by resource class, summed by the database.
+    """What every provider has allocated, by provider name and resource class.
 
     Providers without allocations are absent (their usage is zero).
     """
-    summed = (
-        select(Allocation.provider_id, Allocation.resource_class,
-               func.sum(Allocation.used).label("used"))
-        .group_by(Allocation.provider_id, Allocation.resource_class)
-        .subquery()
-    )
-    rows = await session.execute(
-        select(ResourceProvider.name, summed.c.resource_class, summed.c.used)
-        .join(summed, summed.c.provider_id == ResourceProvider.id)
-    )
-    out: dict[str, Resources] = defaultdict(dict)
-    for name, rc, used in rows:
-        out[name][rc] = int(used)  # PostgreSQL's SUM of an integer is a bigint/Decimal
-    return dict(out)
+    by_id = await usages_by_id(session)
+    conn = await session.connection()
+    names = dict((await conn.execute(select(ResourceProvider.id, ResourceProvider.name))).all())
+    return {names[pid]: used for pid, used in by_id.items()}
 
 
 async def provider_usage(session: AsyncSession, provider_id: int) -> Resources:
