@@ -111,9 +111,15 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             log.info(
                 "measuring %d decisions with %d hosts heartbeating", args.decisions, args.hosts
             )
-            result["decisions_with_heartbeats"], _ = await decisions.measure(
-                sim.sessions, args.decisions, down, seed=8
-            )
+            t = time.perf_counter()
+            with decisions.timed_heartbeats(sim.conductors) as beats:
+                result["decisions_with_heartbeats"], _ = await decisions.measure(
+                    sim.sessions, args.decisions, down, seed=8
+                )
+            result["heartbeats_during_decisions"] = {
+                **decisions.summary(beats),
+                "per_second": len(beats) / (time.perf_counter() - t),
+            }
         if args.migrations:
             uuids = await sim.movable(args.migrations)
             t = time.perf_counter()

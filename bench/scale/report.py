@@ -31,6 +31,10 @@ def decisions(r: dict[str, Any]) -> str:
         "|---|---|---|---|---|",
     ]
     out += [f"| {name} {_ms(d)}" for name, d in rows if d]
+    hb = r.get("heartbeats_during_decisions")
+    if hb:
+        out.append(f"\nMeanwhile the conductor handled {hb['per_second']:.0f} heartbeats/s "
+                   f"(report_state p50 {hb['p50_ms']:.1f} ms, p99 {hb['p99_ms']:.1f} ms).")
     same = (r.get("what_if_set_based_quiet") or {}).get("same_host_as_baseline")
     if same:
         out.append(f"\nSet-based queries chose the same host as Ferry in {same} decisions.")
