@@ -132,6 +132,11 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 result["migrations"] = await migrations.run(
                     sim, uuids, in_flight=args.max_in_flight
                 )
+            except Exception as exc:
+                # Keep what was measured so far (the decision timings take minutes
+                # to set up); e.g. PostgreSQL refusing connections on a shared box.
+                log.exception("the migration phase failed")
+                result["migrations_error"] = f"{type(exc).__name__}: {exc}"
             finally:
                 logging.getLogger().removeHandler(events)
                 result["log_events_during_migrations"] = dict(events.counts.most_common(15))
