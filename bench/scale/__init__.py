@@ -20,12 +20,13 @@ What runs, in one process, on a throw-away PostgreSQL database:
   placed by the same filter and weigher functions (`ferry.scheduler.filters`,
   `.weighers`) over an in-memory copy of the host states and written in bulk
   with the rows `claim` writes (consumer + one allocation per class). Placing
-  all 10,000 through `select_destinations` would take ~15 minutes precisely
-  because of what the benchmark measures (its cost grows with allocations).
+  all 10,000 through `select_destinations` would take several minutes more
+  and measure nothing the decision timings below do not.
   Only the servers that will move get a real (sparse) disk on their host.
 * Scheduler decision time: `--decisions` calls of `select_destinations` on the
   full cluster (each in its own transaction, rolled back so the cluster stays
-  the same), with a per-phase breakdown and a cProfile of the decision.
+  the same), with a per-phase breakdown and a cProfile of the decision,
+  first with heartbeats paused, then with all hosts heartbeating.
 * 500 concurrent cold migrations: `POST /servers/{id}/action {"migrate"}` for
   all of them at once, through every real step (pre-flight, shared-storage
   probe, power-off, the disks over the real data plane between two

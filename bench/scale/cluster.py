@@ -505,9 +505,18 @@ class SimCluster:
         if self._keepalive is not None:
             self._keepalive.cancel()
             self._keepalive = None
+        # Each host resumes after its own random part of one period: restarted all at
+        # once they would stay in step and arrive as one burst of 1,000 every period
+        # (real hosts start at different times; so did these, in start()).
         for name, mgr in self.computes.items():
             if name not in self.down and mgr._heartbeat is None:
-                mgr._heartbeat = asyncio.create_task(mgr._heartbeat_loop())
+                delay = self.rng.uniform(0, self.report_interval)
+                mgr._heartbeat = asyncio.create_task(self._heartbeat_after(mgr, delay))
+
+    @staticmethod
+    async def _heartbeat_after(mgr: ComputeManager, delay: float) -> None:
+        await asyncio.sleep(delay)
+        await mgr._heartbeat_loop()
 
     async def hosts_down(self) -> list[str]:
         """Hosts the scheduler would consider down now, other than the ones we stopped."""

@@ -1,5 +1,4 @@
-"""Scheduler decision time on the full cluster: p50/p99, where the time goes, and
-what a set-based host-state query would give (measured, not guessed).
+"""Scheduler decision time on the full cluster: p50/p99 and where the time goes.
 
 A decision is one `select_destinations` call in its own transaction (filters,
 weighers, the claim on the chosen host), as the conductor's SCHEDULING step and
@@ -11,6 +10,7 @@ from __future__ import annotations
 
 import contextvars
 import cProfile
+import functools
 import io
 import pstats
 import random
@@ -22,15 +22,14 @@ from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ferry.conductor import records
-from ferry.db.models import Allocation, Flavor, Inventory, ResourceProvider, Service, utcnow
+from ferry.db.models import Flavor
 from ferry.scheduler import placement
 from ferry.scheduler import scheduler as sched
-from ferry.scheduler.hoststate import HostState, RequestSpec, is_up
-from ferry.scheduler.placement import InventoryRecord
+from ferry.scheduler.hoststate import RequestSpec
 
 Sessions = async_sessionmaker[AsyncSession]
 
@@ -92,6 +91,30 @@ async def measure(
         hosts.append(host)
         took.append(t)
     return summary(took), hosts
+
+
+@contextmanager
+def timed_heartbeats(conductors: list[Any]) -> Iterator[list[float]]:
+    """Wall time of every `report_state` the conductors handle meanwhile (the bus
+    looks the method up on the instance per message, so wrapping it there works)."""
+    took: list[float] = []
+    for cond in conductors:
+        original = cond.report_state
+
+        @functools.wraps(original)
+        async def timed(*a: Any, _original: Any = original, **kw: Any) -> Any:
+            t = time.perf_counter()
+            try:
+                return await _original(*a, **kw)
+            finally:
+                took.append(time.perf_counter() - t)
+
+        cond.report_state = timed
+    try:
+        yield took
+    finally:
+        for cond in conductors:
+            del cond.report_state  # back to the class's method
 
 
 # -- where the time goes ------------------------------------------------------------------
@@ -158,6 +181,8 @@ async def breakdown(sessions: Sessions, n: int, down_after: float) -> dict[str, 
         (placement, "usages", "usages"),
         (placement, "inventories", "inventories"),
         (placement, "_bump_generation", "_bump_generation"),
+        (placement, "provider_inventory", "provider_inventory"),
+        (placement, "provider_usage", "provider_usage"),
     ]
     specs = await _specs(sessions, n, seed=11)
     filt = _sync_timer(sched, "filter_hosts", sink)
@@ -193,119 +218,3 @@ async def profile(sessions: Sessions, n: int, down_after: float, top: int = 18) 
         ln.replace("/work/main/", "").replace("/work/main/.venv/lib/python3.11/site-packages/", "")
         for ln in lines[start:]
     )
-
-
-# -- what-if: the same decisions from set-based queries -------------------------------------
-
-
-async def _host_states_sql(session: AsyncSession, down_after: float) -> list[HostState]:
-    """host_states with usages summed by PostgreSQL and plain rows (no ORM objects)."""
-    inv: dict[str, dict[str, InventoryRecord]] = defaultdict(dict)
-    for name, rc, total, reserved, ratio in await session.execute(
-        select(
-            ResourceProvider.name,
-            Inventory.resource_class,
-            Inventory.total,
-            Inventory.reserved,
-            Inventory.allocation_ratio,
-        ).join(Inventory, Inventory.provider_id == ResourceProvider.id)
-    ):
-        inv[name][rc] = InventoryRecord(total, reserved, ratio)
-    used: dict[str, dict[str, int]] = defaultdict(dict)
-    for name, rc, amount in await session.execute(
-        select(ResourceProvider.name, Allocation.resource_class, func.sum(Allocation.used))
-        .join(Allocation, Allocation.provider_id == ResourceProvider.id)
-        .group_by(ResourceProvider.name, Allocation.resource_class)
-    ):
-        used[name][rc] = int(amount)
-    now = utcnow()
-    rows = await session.execute(
-        select(
-            Service.host,
-            Service.zone,
-            Service.disabled,
-            Service.last_seen_up,
-            Service.forced_down,
-            Service.data_address,
-        ).where(Service.binary == "ferry-compute")
-    )
-    return [
-        HostState(
-            host=h,
-            zone=z,
-            enabled=not d,
-            up=is_up(seen, forced, now, down_after),
-            inventory=inv.get(h, {}),
-            used=used.get(h, {}),
-            data_address=addr,
-        )
-        for h, z, d, seen, forced, addr in rows
-    ]
-
-
-async def _usages_of(session: AsyncSession, provider_id: int) -> dict[str, int]:
-    rows = await session.execute(
-        select(Allocation.resource_class, func.sum(Allocation.used))
-        .where(Allocation.provider_id == provider_id)
-        .group_by(Allocation.resource_class)
-    )
-    return {rc: int(v) for rc, v in rows}
-
-
-async def _claim_one_provider(
-    session: AsyncSession,
-    consumer: str,
-    provider: str,
-    resources: dict[str, int],
-    *,
-    project_id: str = "",
-    user_id: str = "",
-) -> None:
-    """placement.claim, with the capacity check summing only this provider's rows."""
-    from ferry.db.models import Allocation as Alloc
-
-    rp = await placement._bump_generation(session, provider)
-    invs = {
-        i.resource_class: InventoryRecord(i.total, i.reserved, i.allocation_ratio)
-        for i in (
-            await session.execute(select(Inventory).where(Inventory.provider_id == rp.id))
-        ).scalars()
-    }
-    used = await _usages_of(session, rp.id)
-    for rc, amount in resources.items():
-        if amount <= 0:
-            continue
-        inv = invs.get(rc)
-        if inv is None or used.get(rc, 0) + amount > inv.capacity:
-            raise placement.ClaimFailed(f"{provider}: {rc} does not fit")
-    await placement._ensure_consumer(session, consumer, project_id, user_id)
-    for rc, amount in resources.items():
-        if amount > 0:
-            session.add(
-                Alloc(provider_id=rp.id, consumer_id=consumer, resource_class=rc, used=amount)
-            )
-    await session.flush()
-
-
-@contextmanager
-def set_based_scheduler() -> Iterator[None]:
-    """select_destinations with the two set-based queries patched in (bench only)."""
-    saved = (sched.host_states, placement.claim)
-    sched.host_states = _host_states_sql  # type: ignore[assignment]
-    placement.claim = _claim_one_provider  # type: ignore[assignment]
-    try:
-        yield
-    finally:
-        sched.host_states, placement.claim = saved  # type: ignore[assignment]
-
-
-async def what_if(
-    sessions: Sessions, n: int, down_after: float, baseline_hosts: list[str], seed: int = 7
-) -> dict[str, Any]:
-    """Run the same decisions with the two queries replaced; same hosts chosen?"""
-    with set_based_scheduler():
-        stats, hosts = await measure(sessions, n, down_after, seed=seed)
-    if not baseline_hosts:
-        return stats
-    same = sum(a == b for a, b in zip(hosts, baseline_hosts, strict=False))
-    return {**stats, "same_host_as_baseline": f"{same}/{len(hosts)}"}

@@ -16,6 +16,7 @@ import time
 import uuid as uuidlib
 from typing import Any
 
+import sqlalchemy as sa
 from sqlalchemy import select
 
 from ferry.bus.base import Bus, endpoint_handler
@@ -142,7 +143,29 @@ class ConductorEndpoint:
                            disk_gb: int, hypervisor_type: str, hypervisor_version: int,
                            data_address: str) -> None:
         st = self.ctx.settings
+        reserved = st.reserved_host_memory_mb if memory_mb > 2 * st.reserved_host_memory_mb \
+            else 0
+        inventory = {
+            "VCPU": InventoryRecord(vcpus, 0, st.cpu_allocation_ratio),
+            "MEMORY_MB": InventoryRecord(memory_mb, reserved, st.ram_allocation_ratio),
+            "DISK_GB": InventoryRecord(disk_gb, 0, st.disk_allocation_ratio),
+        }
         async with self.ctx.sessions() as s, s.begin():
+            # Nearly every heartbeat changes nothing but the time (1,000 hosts are
+            # ~100 a second): one UPDATE ... WHERE everything else still matches.
+            # Only a new host, or a changed address or inventory, takes the slow
+            # path below, which also bumps the provider's generation.
+            touched = await s.execute(
+                sa.update(Service)
+                .where(Service.host == host, Service.binary == "ferry-compute",
+                       Service.data_address == data_address,
+                       Service.hypervisor_type == hypervisor_type,
+                       Service.hypervisor_version == hypervisor_version,
+                       placement.inventory_is(host, inventory))
+                .values(last_seen_up=utcnow())
+                .execution_options(synchronize_session=False))
+            if touched.rowcount == 1:  # type: ignore[attr-defined]
+                return
             svc = (await s.execute(select(Service).where(
                 Service.host == host, Service.binary == "ferry-compute"))).scalar_one_or_none()
             if svc is None:
@@ -153,13 +176,7 @@ class ConductorEndpoint:
             svc.data_address = data_address
             svc.hypervisor_type = hypervisor_type
             svc.hypervisor_version = hypervisor_version
-            reserved = st.reserved_host_memory_mb if memory_mb > 2 * st.reserved_host_memory_mb \
-                else 0
-            await placement.ensure_provider(s, host, {
-                "VCPU": InventoryRecord(vcpus, 0, st.cpu_allocation_ratio),
-                "MEMORY_MB": InventoryRecord(memory_mb, reserved, st.ram_allocation_ratio),
-                "DISK_GB": InventoryRecord(disk_gb, 0, st.disk_allocation_ratio),
-            })
+            await placement.ensure_provider(s, host, inventory)
 
     # -- periodic ------------------------------------------------------------------------
 

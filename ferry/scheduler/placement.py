@@ -6,6 +6,12 @@ side of a move) owns allocations. Every write to a provider first bumps its
 `generation` with compare-and-swap, so two claims racing for the last room on
 a host cannot both succeed: the loser retries and then sees the winner's usage.
 
+Reads that run on every scheduling decision select plain columns and let the
+database sum allocations (GROUP BY), so a decision costs a few thousand small
+rows, not one ORM object per allocation; they run on the session's connection
+(Core rows, no ORM loading step) inside the caller's transaction. The same
+statements run on SQLite and PostgreSQL.
+
 To add a resource class: report it from the compute host's resources and add
 it to `RESOURCE_CLASSES`; filters and weighers read usages generically.
 """
@@ -14,9 +20,9 @@ from __future__ import annotations
 
 import uuid as uuidlib
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import ColumnElement, and_, delete, func, or_, select, true, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ferry.db.models import Allocation, Consumer, Inventory, ResourceProvider
@@ -34,10 +40,12 @@ class InventoryRecord:
     total: int
     reserved: int = 0
     allocation_ratio: float = 1.0
+    # Computed once: filters and weighers ask for it thousands of times a decision.
+    capacity: int = field(init=False, compare=False, repr=False)
 
-    @property
-    def capacity(self) -> int:
-        return int((self.total - self.reserved) * self.allocation_ratio)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "capacity",
+                           int((self.total - self.reserved) * self.allocation_ratio))
 
 
 Resources = dict[str, int]
@@ -78,29 +86,90 @@ async def ensure_provider(
     return rp
 
 
-async def inventories(session: AsyncSession) -> dict[str, dict[str, InventoryRecord]]:
-    rows = await session.execute(
-        select(ResourceProvider.name, Inventory).join(
-            Inventory, Inventory.provider_id == ResourceProvider.id
-        )
+def inventory_is(name: str, inventory: dict[str, InventoryRecord]) -> ColumnElement[bool]:
+    """SQL condition: provider `name` holds exactly these inventory records.
+
+    Lets a caller make "update X only if the inventory did not change" a
+    single UPDATE ... WHERE (the compute heartbeat's common case). Inventories
+    are unique per (provider, class), so a full match counts len(inventory).
+    """
+    if not inventory:
+        return true()
+    matching = (
+        select(func.count())
+        .select_from(Inventory)
+        .join(ResourceProvider, Inventory.provider_id == ResourceProvider.id)
+        .where(ResourceProvider.name == name,
+               or_(*(and_(Inventory.resource_class == rc, Inventory.total == rec.total,
+                          Inventory.reserved == rec.reserved,
+                          Inventory.allocation_ratio == rec.allocation_ratio)
+                     for rc, rec in inventory.items())))
+        .scalar_subquery()
     )
+    return matching == len(inventory)
+
+
+async def inventories(session: AsyncSession) -> dict[str, dict[str, InventoryRecord]]:
+    """Every provider's inventory, by provider name and resource class."""
+    conn = await session.connection()
+    rows = (await conn.execute(
+        select(ResourceProvider.name, Inventory.resource_class, Inventory.total,
+               Inventory.reserved, Inventory.allocation_ratio)
+        .join(Inventory, Inventory.provider_id == ResourceProvider.id)
+    )).all()
     out: dict[str, dict[str, InventoryRecord]] = defaultdict(dict)
-    for name, inv in rows:
-        out[name][inv.resource_class] = InventoryRecord(inv.total, inv.reserved,
-                                                        inv.allocation_ratio)
+    for name, rc, total, reserved, ratio in rows:
+        out[name][rc] = InventoryRecord(total, reserved, ratio)
+    return dict(out)
+
+
+async def usages_by_id(session: AsyncSession) -> dict[int, Resources]:
+    """Allocations summed per provider id and class by the database.
+
+    A GROUP BY over the one table and nothing else: its plan is a scan and a
+    hash aggregate whatever the statistics say (joined to other tables, a
+    planner without fresh statistics was seen to re-aggregate once per host).
+    """
+    conn = await session.connection()
+    rows = (await conn.execute(
+        select(Allocation.provider_id, Allocation.resource_class, func.sum(Allocation.used))
+        .group_by(Allocation.provider_id, Allocation.resource_class)
+    )).all()
+    out: dict[int, Resources] = defaultdict(dict)
+    for provider_id, rc, used in rows:
+        out[provider_id][rc] = int(used)  # PostgreSQL's SUM of an integer is a bigint
     return dict(out)
 
 
 async def usages(session: AsyncSession) -> dict[str, Resources]:
+    """What every provider has allocated, by provider name and resource class.
+
+    Providers without allocations are absent (their usage is zero).
+    """
+    by_id = await usages_by_id(session)
+    conn = await session.connection()
+    names = dict((await conn.execute(select(ResourceProvider.id, ResourceProvider.name))).all())
+    return {names[pid]: used for pid, used in by_id.items()}
+
+
+async def provider_usage(session: AsyncSession, provider_id: int) -> Resources:
+    """One provider's allocations summed by class (uses the provider_id index)."""
     rows = await session.execute(
-        select(ResourceProvider.name, Allocation.resource_class, Allocation.used).join(
-            Allocation, Allocation.provider_id == ResourceProvider.id
-        )
+        select(Allocation.resource_class, func.sum(Allocation.used))
+        .where(Allocation.provider_id == provider_id)
+        .group_by(Allocation.resource_class)
     )
-    out: dict[str, Resources] = defaultdict(lambda: defaultdict(int))
-    for name, rc, used in rows:
-        out[name][rc] += used
-    return {k: dict(v) for k, v in out.items()}
+    return {rc: int(used) for rc, used in rows}
+
+
+async def provider_inventory(session: AsyncSession, provider_id: int
+                             ) -> dict[str, InventoryRecord]:
+    rows = await session.execute(
+        select(Inventory.resource_class, Inventory.total, Inventory.reserved,
+               Inventory.allocation_ratio)
+        .where(Inventory.provider_id == provider_id)
+    )
+    return {rc: InventoryRecord(total, reserved, ratio) for rc, total, reserved, ratio in rows}
 
 
 async def allocations_for(session: AsyncSession, consumer: str) -> dict[str, Resources]:
@@ -159,16 +228,13 @@ async def claim(
     """Allocate `resources` on `provider` for `consumer`, or raise ClaimFailed.
 
     Call inside a transaction; the provider row is written first so the
-    capacity check below sees every claim that committed before ours.
+    capacity check below sees every claim that committed before ours (a racing
+    claim on the same provider waits on that row, then fails its
+    compare-and-swap and re-reads). Only this provider's rows are summed.
     """
     rp = await _bump_generation(session, provider)
-    invs = {
-        i.resource_class: InventoryRecord(i.total, i.reserved, i.allocation_ratio)
-        for i in (
-            await session.execute(select(Inventory).where(Inventory.provider_id == rp.id))
-        ).scalars()
-    }
-    used = (await usages(session)).get(provider, {})
+    invs = await provider_inventory(session, rp.id)
+    used = await provider_usage(session, rp.id)
     for rc, amount in resources.items():
         if amount <= 0:
             continue

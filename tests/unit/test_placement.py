@@ -204,6 +204,59 @@ async def test_concurrent_claims_never_overcommit(sessions: Sessions) -> None:
     assert len(await _consumers(sessions)) == 5
 
 
+# -- usage sums (summed by the database) ---------------------------------------------------
+
+
+async def test_usages_sum_several_allocations_per_provider(sessions: Sessions) -> None:
+    """Several consumers on one provider, one consumer on another, one provider
+    with nothing on it: sums per provider and class; the empty one is absent."""
+    for name in ("busy", "single", "empty"):
+        await _provider(sessions, name)
+    await _claim(sessions, "vm1", "busy", {"VCPU": 1, "MEMORY_MB": 512, "DISK_GB": 10})
+    await _claim(sessions, "vm2", "busy", {"VCPU": 2, "MEMORY_MB": 1024, "DISK_GB": 20})
+    await _claim(sessions, "vm3", "busy", {"VCPU": 4, "MEMORY_MB": 0, "DISK_GB": 5})
+    await _claim(sessions, "vm4", "single", {"VCPU": 3, "MEMORY_MB": 256, "DISK_GB": 1})
+    expected = {"busy": {"VCPU": 7, "MEMORY_MB": 1536, "DISK_GB": 35},
+                "single": {"VCPU": 3, "MEMORY_MB": 256, "DISK_GB": 1}}
+    assert await _usages(sessions) == expected
+    async with sessions() as s:
+        ids = dict((await s.execute(select(ResourceProvider.name, ResourceProvider.id))).all())
+        assert await placement.provider_usage(s, ids["busy"]) == expected["busy"]
+        assert await placement.provider_usage(s, ids["empty"]) == {}
+        assert await placement.provider_inventory(s, ids["empty"]) == HOST
+    # A consumer holding two providers (a migration's source side) counts on each.
+    async with sessions() as s, s.begin():
+        await placement.move_allocations(s, "vm4", "mig1")
+        await placement.claim(s, "mig1", "busy", {"VCPU": 1})
+    expected["busy"]["VCPU"] += 1
+    assert await _usages(sessions) == expected
+
+
+async def test_claim_checks_only_the_chosen_providers_usage(sessions: Sessions) -> None:
+    """A full neighbour does not count against the provider being claimed."""
+    await _provider(sessions, "full")
+    await _provider(sessions, "free")
+    await _claim(sessions, "big", "full", {"VCPU": 32, "MEMORY_MB": 3584, "DISK_GB": 100})
+    await _claim(sessions, "vm1", "free", {"VCPU": 32, "MEMORY_MB": 3584, "DISK_GB": 100})
+    with pytest.raises(ClaimFailed, match=r"VCPU 32\+1 exceeds capacity 32"):
+        await _claim(sessions, "vm2", "free", {"VCPU": 1})
+
+
+async def test_inventory_is_matches_only_the_exact_inventory(sessions: Sessions) -> None:
+    await _provider(sessions, "host1")
+
+    async def matches(name: str, inventory: dict[str, InventoryRecord]) -> bool:
+        async with sessions() as s:
+            return bool((await s.execute(select(placement.inventory_is(name, inventory))
+                                         )).scalar_one())
+
+    assert await matches("host1", HOST)
+    assert not await matches("host1", {**HOST, "VCPU": InventoryRecord(8, 0, 2.0)})
+    assert not await matches("host1", {**HOST, "MEMORY_MB": InventoryRecord(4096, 0, 1.0)})
+    assert not await matches("host1", {**HOST, "GPU": InventoryRecord(1)})
+    assert not await matches("nowhere", HOST)
+
+
 # -- moving and deleting allocations ---------------------------------------------------------
 
 

@@ -23,7 +23,7 @@ from ferry.scheduler.filters import (
 )
 from ferry.scheduler.hoststate import HostState, RequestSpec, is_up
 from ferry.scheduler.placement import InventoryRecord
-from ferry.scheduler.scheduler import NoValidHost, Selection, select_destinations
+from ferry.scheduler.scheduler import NoValidHost, Selection, host_states, select_destinations
 from ferry.scheduler.weighers import weigh
 
 Sessions = async_sessionmaker[AsyncSession]
@@ -191,6 +191,42 @@ async def _select(sessions: Sessions, spec: RequestSpec | None = None,
 async def _allocs(sessions: Sessions, consumer: str) -> dict[str, dict[str, int]]:
     async with sessions() as s:
         return await placement.allocations_for(s, consumer)
+
+
+async def test_host_states_sum_usage_per_host(sessions: Sessions) -> None:
+    """Several allocations on one host are summed, a host without any is empty,
+    and only compute services are hosts; disabled and down ones are marked so."""
+    await _compute(sessions, "busy", used_ram=1000)
+    await _compute(sessions, "idle")
+    await _compute(sessions, "disabled", disabled=True, used_ram=100)
+    await _compute(sessions, "forced", forced_down=True)
+    await _compute(sessions, "stale", seen_ago=300)
+    await _compute(sessions, "conductor-host", binary="ferry-conductor")
+    async with sessions() as s, s.begin():
+        await placement.claim(s, "vm-a", "busy", {"VCPU": 2, "MEMORY_MB": 512, "DISK_GB": 10})
+        await placement.claim(s, "vm-b", "busy", {"VCPU": 3, "MEMORY_MB": 256, "DISK_GB": 0})
+    async with sessions() as s:
+        states = {h.host: h for h in await host_states(s, down_after=60)}
+    assert set(states) == {"busy", "idle", "disabled", "forced", "stale"}
+    assert states["busy"].used == {"VCPU": 5, "MEMORY_MB": 1768, "DISK_GB": 10}
+    assert states["busy"].free("MEMORY_MB") == 4096 - 1768
+    assert states["idle"].used == {}
+    assert states["idle"].free("VCPU") == 8
+    assert states["idle"].inventory == _inv()
+    assert states["disabled"].used == {"MEMORY_MB": 100}
+    assert [(h.host, h.enabled, h.up) for h in sorted(states.values(), key=lambda h: h.host)
+            ] == [("busy", True, True), ("disabled", False, True), ("forced", True, False),
+                  ("idle", True, True), ("stale", True, False)]
+
+
+async def test_the_emptiest_host_is_skipped_when_disabled_or_down(sessions: Sessions) -> None:
+    """The weighers would rank these first; the filters must drop them."""
+    await _compute(sessions, "disabled", ram=65536, disabled=True)
+    await _compute(sessions, "forced", ram=65536, forced_down=True)
+    await _compute(sessions, "stale", ram=65536, seen_ago=300)
+    await _compute(sessions, "small", ram=2048)
+    await _compute(sessions, "smaller", ram=1024)
+    assert await _select(sessions) == Selection("small", ("smaller",))
 
 
 async def test_picks_the_emptiest_host_and_claims_it(sessions: Sessions) -> None:
