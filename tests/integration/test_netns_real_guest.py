@@ -41,13 +41,30 @@ pytestmark = [pytest.mark.cluster, pytest.mark.libvirt]
 @pytest.fixture
 def real_net(tmp_path: Path) -> Iterator[NetCluster]:
     ensure_daemons()
-    yield from net_cluster(tmp_path, {"FERRY_SHUTDOWN_TIMEOUT": "60",
-                                      "FERRY_SHUTDOWN_RETRY_INTERVAL": "2"},
-                           driver="libvirt")
+    try:
+        yield from net_cluster(tmp_path, {"FERRY_SHUTDOWN_TIMEOUT": "60",
+                                          "FERRY_SHUTDOWN_RETRY_INTERVAL": "2"},
+                               driver="libvirt")
+    finally:
+        _remove_domains(tmp_path / "servers")
 
 
-def _domains() -> list[str]:
-    out = subprocess.run(["virsh", "-c", "qemu:///system", "list", "--name"],
+def _remove_domains(record: Path) -> None:
+    """Domains of the servers the test made: a failed test leaves them defined
+    (and running) in the machine's libvirtd, which outlives the cluster."""
+    if not record.exists():
+        return
+    for sid in record.read_text().split():
+        for name in _domains(all_=True):
+            if sid in name:
+                for verb in ("destroy", "undefine"):
+                    subprocess.run(["virsh", "-c", "qemu:///system", verb, name],
+                                   capture_output=True, check=False)
+
+
+def _domains(all_: bool = False) -> list[str]:
+    out = subprocess.run(["virsh", "-c", "qemu:///system", "list", "--name",
+                          *(["--all"] if all_ else [])],
                          capture_output=True, text=True, check=True).stdout
     return [line for line in out.split() if line]
 
@@ -82,6 +99,8 @@ def test_real_guest_migrates_across_namespaces(real_net: NetCluster, tmp_path: P
             "name": "real", "imageRef": img["id"], "flavorRef": "1"}})
         assert r.status_code == 202, r.text
         sid = r.json()["server"]["id"]
+        with open(tmp_path / "servers", "a") as record:
+            record.write(f"{sid}\n")
         wait_server(api, sid, "ACTIVE", timeout=180)
         before = _marker(api, sid, 1)
         assert (before.guest_id, before.payload_ok) == ("netns-guest", True)
