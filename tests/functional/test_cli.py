@@ -2,34 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from typer.testing import CliRunner
 
 from ferry.cli.main import app
-from ferry.cmd.background import CloudThread
-from ferry.cmd.embedded import CloudConfig
-from tests.support.cloud import fast_settings
-
-
-@pytest.fixture
-def url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    thread = CloudThread(CloudConfig(state_dir=tmp_path / "s", hosts=2, driver="fake",
-                                     listen_port=0, insecure_no_auth=True,
-                                     settings=fast_settings()))
-    cloud = thread.start()
-    monkeypatch.setenv("FERRY_URL", cloud.url)
-    monkeypatch.setenv("COLUMNS", "200")
-    yield cloud.url
-    thread.stop()
-
-
-def run(*args: str) -> str:
-    result = CliRunner().invoke(app, list(args), catch_exceptions=False)
-    assert result.exit_code == 0, result.output
-    return result.output
+from tests.support.cli import run
 
 
 def test_cli_boot_migrate_confirm_and_inspect(url: str, tmp_path: Path) -> None:

@@ -3,36 +3,14 @@ reaches the migration and the live view shows progress with rate and ETA."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from typer.testing import CliRunner
 
 from ferry.cli.client import FerryClient
 from ferry.cli.main import app
 from ferry.cli.render import eta_text, rate_text
-from ferry.cmd.background import CloudThread
-from ferry.cmd.embedded import CloudConfig
-from tests.support.cloud import fast_settings
-
-
-@pytest.fixture
-def url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    thread = CloudThread(CloudConfig(state_dir=tmp_path / "s", hosts=2, driver="fake",
-                                     listen_port=0, insecure_no_auth=True,
-                                     settings=fast_settings()))
-    cloud = thread.start()
-    monkeypatch.setenv("FERRY_URL", cloud.url)
-    monkeypatch.setenv("COLUMNS", "200")
-    yield cloud.url
-    thread.stop()
-
-
-def run(*args: str) -> str:
-    result = CliRunner().invoke(app, list(args), catch_exceptions=False)
-    assert result.exit_code == 0, result.output
-    return result.output
+from tests.support.cli import run
 
 
 def test_migrate_with_a_cap_and_watch_it(url: str, tmp_path: Path) -> None:
