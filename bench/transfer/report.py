@@ -143,15 +143,23 @@ def _cp_line(ferry: Result | None, cp: Result) -> str:
     return text
 
 
+# The issue's speed targets per disk: (peer, at least this many times faster).
+SPEED_TARGETS: dict[str, tuple[tuple[str, float], ...]] = {
+    "a": (("rsync", 3.0), ("nbd", 2.0)),
+    "b": (("rsync", 10.0), ("scp", 10.0), ("nbd", 3.0)),
+    "c": (("rsync", 3.0), ("nbd", 2.0)),
+}
+
+
 def targets(
     results: list[Result], disks: dict[str, dict[str, Any]], resume: list[dict[str, Any]]
 ) -> list[tuple[str, bool | None, str]]:
     """(target, holds?, evidence); None when it could not be measured."""
     by = {(r.disk, r.tool): r for r in results}
     checks: list[tuple[str, bool | None, str]] = []
-    for key in ("a", "c"):
+    for key, peers in SPEED_TARGETS.items():
         f = by.get((key, "ferry"))
-        for peer, need in (("rsync", 3.0), ("nbd", 2.0)):
+        for peer, need in peers:
             p = by.get((key, peer))
             if f is None or p is None:
                 checks.append((f"({key}) >= {need:g}x faster than {peer}", None, "not measured"))
