@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ferry.db.migrate import upgrade
 from ferry.db.session import make_engine, make_sessionmaker
+from ferry.transfer import TokenRegistry, TransferServer
 
 
 @pytest.fixture(scope="session")
@@ -29,3 +30,18 @@ async def sessions(schema_db: Path,
     engine = make_engine(f"sqlite+aiosqlite:///{db}")
     yield make_sessionmaker(engine)
     await engine.dispose()
+
+
+@pytest.fixture
+async def registry() -> TokenRegistry:
+    """The grants a transfer test's receiver accepts (in memory)."""
+    return TokenRegistry()
+
+
+@pytest.fixture
+async def server(registry: TokenRegistry) -> AsyncIterator[TransferServer]:
+    """A transfer receiver on loopback serving `registry`'s grants."""
+    srv = TransferServer("127.0.0.1", 0, registry)
+    await srv.start()
+    yield srv
+    await srv.stop()

@@ -6,7 +6,6 @@ import asyncio
 import filecmp
 import os
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -24,19 +23,6 @@ from ferry.transfer.codec import Compressor
 from ferry.transfer.tls import client_context, make_ca, make_host_cert, server_context
 
 from .test_transfer_helpers import MiB, grant, make_sparse
-
-
-@pytest.fixture
-async def registry() -> TokenRegistry:
-    return TokenRegistry()
-
-
-@pytest.fixture
-async def server(registry: TokenRegistry) -> AsyncIterator[TransferServer]:
-    srv = TransferServer("127.0.0.1", 0, registry)
-    await srv.start()
-    yield srv
-    await srv.stop()
 
 
 def _random_disk(directory: Path, name: str, data: int, size: int = 64 * MiB) -> Path:

@@ -7,7 +7,6 @@ import hashlib
 import logging
 import os
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -48,19 +47,6 @@ from .test_transfer_helpers import (
 )
 
 FAST = {"attempts": 2, "backoff": 0.01}
-
-
-@pytest.fixture
-async def registry() -> TokenRegistry:
-    return TokenRegistry()
-
-
-@pytest.fixture
-async def server(registry: TokenRegistry) -> AsyncIterator[TransferServer]:
-    srv = TransferServer("127.0.0.1", 0, registry)
-    await srv.start()
-    yield srv
-    await srv.stop()
 
 
 @pytest.fixture

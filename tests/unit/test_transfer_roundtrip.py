@@ -6,7 +6,6 @@ import asyncio
 import filecmp
 import itertools
 import os
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -23,19 +22,6 @@ from ferry.transfer import (
 from .test_transfer_helpers import MiB, allocated, grant, make_sparse
 
 GiB = 1024 * MiB
-
-
-@pytest.fixture
-async def registry() -> TokenRegistry:
-    return TokenRegistry()
-
-
-@pytest.fixture
-async def server(registry: TokenRegistry) -> AsyncIterator[TransferServer]:
-    srv = TransferServer("127.0.0.1", 0, registry)
-    await srv.start()
-    yield srv
-    await srv.stop()
 
 
 def _source_tree(src: Path) -> dict[str, list[tuple[int, bytes]]]:
