@@ -93,18 +93,20 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         result["drift_after_fill"] = await sim.usage_check()
         assert sim.sessions is not None
         down = sim.settings.service_down_time
+        cache = sim.conductors[0].ctx.host_cache
         if not args.skip_decisions:
             # Quiet: nothing else runs, the decision alone.
             sim.pause_heartbeats()
             log.info(
                 "measuring %d decisions on the full cluster (heartbeats paused)", args.decisions
             )
-            stats, _ = await decisions.measure(sim.sessions, args.decisions, down)
+            stats, _ = await decisions.measure(sim.sessions, args.decisions, down, cache=cache)
             result["decisions_quiet"] = stats
             result["decision_breakdown_mean_ms"] = await decisions.breakdown(
-                sim.sessions, max(10, args.decisions // 5), down
+                sim.sessions, max(10, args.decisions // 5), down, cache
             )
-            result["decision_profile"] = await decisions.profile(sim.sessions, 20, down)
+            result["decision_profile"] = await decisions.profile(sim.sessions, 20, down,
+                                                                cache=cache)
             # Loaded: every host heartbeats every report_interval meanwhile.
             sim.resume_heartbeats()
             await asyncio.sleep(args.report_interval)
@@ -114,7 +116,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             t = time.perf_counter()
             with decisions.timed_heartbeats(sim.conductors) as beats:
                 result["decisions_with_heartbeats"], _ = await decisions.measure(
-                    sim.sessions, args.decisions, down, seed=8
+                    sim.sessions, args.decisions, down, seed=8, cache=cache
                 )
             result["heartbeats_during_decisions"] = {
                 **decisions.summary(beats),

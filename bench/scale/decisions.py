@@ -2,8 +2,9 @@
 
 A decision is one `select_destinations` call in its own transaction (filters,
 weighers, the claim on the chosen host), as the conductor's SCHEDULING step and
-`servers.build` make it. The transaction is rolled back, so every decision sees
-the same 10,000-server cluster.
+`servers.build` make it, with the conductor's host-state cache. The claim is
+committed and then deleted (not timed), so every decision sees the same
+10,000-server cluster and, like a real one, a provider changed since the last.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from ferry.conductor import records
 from ferry.db.models import Flavor
 from ferry.scheduler import placement
 from ferry.scheduler import scheduler as sched
+from ferry.scheduler.hostcache import HostStateCache
 from ferry.scheduler.hoststate import RequestSpec
 
 Sessions = async_sessionmaker[AsyncSession]
@@ -70,24 +72,30 @@ async def _specs(sessions: Sessions, n: int, seed: int) -> list[RequestSpec]:
     ]
 
 
-async def _decide(sessions: Sessions, spec: RequestSpec, down_after: float) -> tuple[str, float]:
+async def _decide(sessions: Sessions, spec: RequestSpec, down_after: float,
+                  cache: HostStateCache | None) -> tuple[str, float]:
     async with sessions() as s:
-        tx = await s.begin()
-        try:
+        async with s.begin():
             t = time.perf_counter()
-            sel = await sched.select_destinations(s, spec, down_after=down_after, max_attempts=3)
+            sel = await sched.select_destinations(s, spec, down_after=down_after,
+                                                  max_attempts=3, cache=cache)
             took = time.perf_counter() - t
-        finally:
-            await tx.rollback()
+        # The claim is committed, then given back: the cluster stays the same for
+        # every decision, and the next one finds this host's generation moved, as
+        # it would after a real claim (a rolled-back claim would leave a cache
+        # nothing to re-read).
+        async with s.begin():
+            await placement.delete_allocations(s, spec.instance_uuid)
     return sel.host, took
 
 
 async def measure(
-    sessions: Sessions, n: int, down_after: float, seed: int = 7
+    sessions: Sessions, n: int, down_after: float, seed: int = 7,
+    cache: HostStateCache | None = None,
 ) -> tuple[dict[str, float], list[str]]:
     hosts, took = [], []
     for spec in await _specs(sessions, n, seed):
-        host, t = await _decide(sessions, spec, down_after)
+        host, t = await _decide(sessions, spec, down_after, cache)
         hosts.append(host)
         took.append(t)
     return summary(took), hosts
@@ -172,14 +180,14 @@ def _sync_timer(module: Any, attr: str, sink: dict[str, list[float]]) -> Any:
     return original
 
 
-async def breakdown(sessions: Sessions, n: int, down_after: float) -> dict[str, float]:
+async def breakdown(sessions: Sessions, n: int, down_after: float,
+                    cache: HostStateCache | None = None) -> dict[str, float]:
     """Mean milliseconds per decision in each phase."""
     sink: dict[str, list[float]] = defaultdict(list)
     targets = [
         (sched, "host_states", "host_states"),
         (placement, "claim", "claim"),
-        (placement, "usages", "usages"),
-        (placement, "inventories", "inventories"),
+        (HostStateCache, "_read", "re-read changed providers"),
         (placement, "_bump_generation", "_bump_generation"),
         (placement, "provider_inventory", "provider_inventory"),
         (placement, "provider_usage", "provider_usage"),
@@ -191,7 +199,7 @@ async def breakdown(sessions: Sessions, n: int, down_after: float) -> dict[str, 
         with _patched(targets, sink):
             total = []
             for spec in specs:
-                _host, t = await _decide(sessions, spec, down_after)
+                _host, t = await _decide(sessions, spec, down_after, cache)
                 total.append(t)
     finally:
         sched.filter_hosts, sched.weigh = filt, wgh
@@ -201,13 +209,14 @@ async def breakdown(sessions: Sessions, n: int, down_after: float) -> dict[str, 
     return out
 
 
-async def profile(sessions: Sessions, n: int, down_after: float, top: int = 18) -> str:
+async def profile(sessions: Sessions, n: int, down_after: float, top: int = 18,
+                  cache: HostStateCache | None = None) -> str:
     """cProfile of `n` decisions, sorted by own time (tottime)."""
     specs = await _specs(sessions, n, seed=13)
     prof = cProfile.Profile()
     prof.enable()
     for spec in specs:
-        await _decide(sessions, spec, down_after)
+        await _decide(sessions, spec, down_after, cache)
     prof.disable()
     buf = io.StringIO()
     stats = pstats.Stats(prof, stream=buf)

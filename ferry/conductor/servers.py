@@ -48,7 +48,7 @@ async def build(ctx: StepContext, uuid: str) -> None:
     try:
         async with ctx.sessions() as s, s.begin():
             sel = await select_destinations(s, spec, down_after=ctx.settings.service_down_time,
-                                            max_attempts=1)
+                                            max_attempts=1, cache=ctx.host_cache)
             await records.event_start(s, uuid, "create", "compute__do_build_and_run_instance",
                                       sel.host)
             row = (await s.execute(select(Instance).where(Instance.uuid == uuid))).scalar_one()

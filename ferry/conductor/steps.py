@@ -14,7 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import select, update
@@ -28,6 +28,7 @@ from ferry.conductor.transitions import advance, advance_in
 from ferry.conf import Settings
 from ferry.db.models import Flavor, Image, Instance, Migration, Service, utcnow
 from ferry.scheduler import placement
+from ferry.scheduler.hostcache import HostStateCache
 from ferry.scheduler.hoststate import RequestSpec
 from ferry.scheduler.scheduler import NoValidHost, select_destinations
 from ferry.transfer import new_token
@@ -52,6 +53,8 @@ class StepContext:
     sessions: async_sessionmaker[AsyncSession]
     bus: Bus
     settings: Settings
+    # What the scheduler knows of every host between decisions (one per database).
+    host_cache: HostStateCache = field(default_factory=HostStateCache)
 
 
 @dataclass
@@ -123,7 +126,8 @@ async def step_scheduling(ctx: StepContext, job: Loaded) -> None:
             else:
                 sel = await select_destinations(s, spec,
                                                 down_after=ctx.settings.service_down_time,
-                                                max_attempts=ctx.settings.max_attempts)
+                                                max_attempts=ctx.settings.max_attempts,
+                                                cache=ctx.host_cache)
                 dest, rest = sel.host, list(sel.alternates)
             await advance_in(s, mig.uuid, Event.SCHEDULED, expect=State.SCHEDULING,
                              note=f"destination {dest}",

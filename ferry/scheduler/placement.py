@@ -51,6 +51,22 @@ class InventoryRecord:
 Resources = dict[str, int]
 
 
+_TOUCHED = "ferry.placement.touched"
+
+
+def touched_providers(session: AsyncSession) -> set[int]:
+    """Ids of the providers whose generation this session has bumped.
+
+    Their rows may hold this transaction's uncommitted writes, which a rollback
+    can undo while leaving the same generation number to some later commit:
+    readers that cache by generation (the scheduler's host-state cache) must
+    not keep what they read of these. Kept for the session's life, which in
+    Ferry is one unit of work.
+    """
+    touched: set[int] = session.info.setdefault(_TOUCHED, set())
+    return touched
+
+
 async def ensure_provider(
     session: AsyncSession, name: str, inventory: dict[str, InventoryRecord]
 ) -> ResourceProvider:
@@ -61,6 +77,7 @@ async def ensure_provider(
         rp = ResourceProvider(uuid=str(uuidlib.uuid5(uuidlib.NAMESPACE_DNS, name)), name=name)
         session.add(rp)
         await session.flush()
+        touched_providers(session).add(rp.id)  # SQLite may reuse the id after a rollback
     existing = {
         inv.resource_class: inv
         for inv in (
@@ -82,6 +99,7 @@ async def ensure_provider(
             changed = True
     if changed:
         rp.generation += 1
+        touched_providers(session).add(rp.id)
     await session.flush()
     return rp
 
@@ -202,6 +220,7 @@ async def _bump_generation(session: AsyncSession, provider: str) -> ResourceProv
             .execution_options(synchronize_session=False)
         )
         if res.rowcount == 1:  # type: ignore[attr-defined]
+            touched_providers(session).add(rp.id)
             return rp
     raise ClaimFailed(f"provider {provider!r} kept changing (generation conflict)")
 

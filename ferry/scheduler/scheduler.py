@@ -7,18 +7,15 @@ host's pre-flight fails (their claims are made only when they are tried).
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 from dataclasses import dataclass
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ferry.db.models import Inventory, ResourceProvider, Service, utcnow
 from ferry.scheduler import placement
 from ferry.scheduler.filters import filter_hosts
+from ferry.scheduler.hostcache import HostStateCache
 from ferry.scheduler.hoststate import HostState, RequestSpec
-from ferry.scheduler.placement import InventoryRecord
 from ferry.scheduler.weighers import weigh
 
 log = logging.getLogger(__name__)
@@ -36,45 +33,19 @@ class Selection:
     alternates: tuple[str, ...]
 
 
-async def host_states(session: AsyncSession, down_after: float) -> list[HostState]:
-    """Every compute host with its inventory and summed usage, in two queries.
+async def host_states(session: AsyncSession, down_after: float,
+                      cache: HostStateCache | None = None) -> list[HostState]:
+    """Every compute host with its inventory and summed usage.
 
-    Services joined to their inventories (one row per host and resource class)
-    and the allocations summed per provider by the database, both read as
-    plain Core rows: the cost grows with hosts, not with allocations, and no
-    ORM objects are built.
+    With a cache (a conductor keeps one), only providers whose generation
+    changed since the last decision are read again; without one, all are.
     """
-    # is_up() per host costs a datetime subtraction each; one cutoff is the same test.
-    cutoff = utcnow() - dt.timedelta(seconds=down_after)
-    conn = await session.connection()
-    rows = (await conn.execute(
-        select(Service.host, Service.zone, Service.disabled, Service.last_seen_up,
-               Service.forced_down, Service.data_address, ResourceProvider.id,
-               Inventory.resource_class, Inventory.total, Inventory.reserved,
-               Inventory.allocation_ratio)
-        .select_from(Service)
-        .outerjoin(ResourceProvider, ResourceProvider.name == Service.host)
-        .outerjoin(Inventory, Inventory.provider_id == ResourceProvider.id)
-        .where(Service.binary == "ferry-compute")
-    )).all()
-    used = await placement.usages_by_id(session)
-    states: dict[str, HostState] = {}
-    for host, zone, disabled, seen, forced_down, address, rp_id, rc, total, reserved, \
-            ratio in rows:
-        h = states.get(host)
-        if h is None:
-            h = states[host] = HostState(
-                host=host, zone=zone, enabled=not disabled,
-                up=not forced_down and seen is not None and seen >= cutoff,
-                inventory={}, used=dict(used.get(rp_id, {})), data_address=address)
-        if rc is not None:
-            h.inventory[rc] = InventoryRecord(total, reserved, ratio)
-    return list(states.values())
+    return await (cache or HostStateCache()).host_states(session, down_after)
 
 
-async def candidates(session: AsyncSession, spec: RequestSpec,
-                     down_after: float) -> list[HostState]:
-    hosts = await host_states(session, down_after)
+async def candidates(session: AsyncSession, spec: RequestSpec, down_after: float,
+                     cache: HostStateCache | None = None) -> list[HostState]:
+    hosts = await host_states(session, down_after, cache)
     passed, rejected = filter_hosts(hosts, spec)
     if not passed:
         detail = "; ".join(f"{h}: {r}" for h, r in sorted(rejected.items()))
@@ -83,10 +54,11 @@ async def candidates(session: AsyncSession, spec: RequestSpec,
 
 
 async def select_destinations(
-    session: AsyncSession, spec: RequestSpec, *, down_after: float, max_attempts: int = 3
+    session: AsyncSession, spec: RequestSpec, *, down_after: float, max_attempts: int = 3,
+    cache: HostStateCache | None = None,
 ) -> Selection:
     """Claim the best host for `spec.instance_uuid`; call inside a transaction."""
-    ranked = await candidates(session, spec, down_after)
+    ranked = await candidates(session, spec, down_after, cache)
     for i, h in enumerate(ranked):
         try:
             await placement.claim(session, spec.instance_uuid, h.host, spec.resources,

@@ -22,8 +22,10 @@ from ferry.conf import Settings
 from ferry.db.models import Flavor, Instance, Migration, ResourceProvider, Service
 from ferry.db.session import make_engine, make_sessionmaker
 from ferry.scheduler import placement
+from ferry.scheduler.hostcache import HostStateCache
+from ferry.scheduler.hoststate import RequestSpec
 from ferry.scheduler.placement import InventoryRecord
-from ferry.scheduler.scheduler import host_states
+from ferry.scheduler.scheduler import NoValidHost, host_states, select_destinations
 from tests.support.postgres import create_database, drop_database
 from tests.unit.test_heartbeat import statements
 
@@ -65,6 +67,39 @@ async def test_concurrent_claims_never_overcommit_on_postgres(pg: Sessions) -> N
     async with pg() as s:
         assert (await placement.usages(s))[host] == {"VCPU": 5, "MEMORY_MB": 2560,
                                                      "DISK_GB": 50}
+
+
+async def test_two_conductors_caches_racing_never_overcommit_on_postgres(pg: Sessions) -> None:
+    """Two conductors, each with its own host-state cache, schedule 16 servers at
+    once onto 3 hosts with room for 12 (READ COMMITTED, real concurrency): exactly
+    12 are placed, no host is over capacity, and each cache still equals a full read."""
+    tag = uuid.uuid4().hex[:6]
+    hosts = [f"r{i}-{tag}" for i in range(3)]
+    cond = ConductorEndpoint.create(pg, MemoryBus(), Settings(), name="c-race")
+    for host in hosts:
+        await cond.report_state(host=host, zone=f"az-{tag}", vcpus=4, memory_mb=4 * 512 + 512,
+                                disk_gb=100, hypervisor_type="fake", hypervisor_version=1,
+                                data_address="127.0.0.1:1")
+    caches = [HostStateCache(), HostStateCache()]
+    small = {"VCPU": 1, "MEMORY_MB": 512, "DISK_GB": 1}
+
+    async def place(i: int) -> str | None:
+        spec = RequestSpec(f"vm{i}-{tag}", "p", "u", dict(small), availability_zone=f"az-{tag}")
+        try:
+            async with pg() as s, s.begin():
+                return (await select_destinations(s, spec, down_after=60,
+                                                  cache=caches[i % 2])).host
+        except NoValidHost:
+            return None
+
+    placed = [h for h in await asyncio.gather(*(place(i) for i in range(16))) if h]
+    assert len(placed) == 12 and {placed.count(h) for h in hosts} == {4}
+    async with pg() as s:
+        full = {h.host: h.used for h in await host_states(s, down_after=60) if h.host in hosts}
+        for cache in caches:
+            seen = {h.host: h.used for h in await cache.host_states(s, 60) if h.host in hosts}
+            assert seen == full
+    assert all(u == {"VCPU": 4, "MEMORY_MB": 2048, "DISK_GB": 4} for u in full.values())
 
 
 async def test_concurrent_advance_has_one_winner_on_postgres(pg: Sessions) -> None:

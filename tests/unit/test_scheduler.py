@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import uuid as uuidlib
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from ferry.db.models import Service, utcnow
+from ferry.db.models import utcnow
 from ferry.scheduler import placement
 from ferry.scheduler.filters import (
     DEFAULT_FILTERS,
@@ -25,22 +24,18 @@ from ferry.scheduler.hoststate import HostState, RequestSpec, is_up
 from ferry.scheduler.placement import InventoryRecord
 from ferry.scheduler.scheduler import NoValidHost, Selection, host_states, select_destinations
 from ferry.scheduler.weighers import weigh
+from tests.support.placement import add_compute, inventory
 
 Sessions = async_sessionmaker[AsyncSession]
 
 SMALL = {"VCPU": 1, "MEMORY_MB": 512, "DISK_GB": 10}
 
 
-def _inv(vcpu: int = 8, ram: int = 4096, disk: int = 100) -> dict[str, InventoryRecord]:
-    return {"VCPU": InventoryRecord(vcpu), "MEMORY_MB": InventoryRecord(ram),
-            "DISK_GB": InventoryRecord(disk)}
-
-
 def _host(name: str = "h1", *, zone: str = "nova", enabled: bool = True, up: bool = True,
           vcpu: int = 8, ram: int = 4096, disk: int = 100,
           used: dict[str, int] | None = None) -> HostState:
     return HostState(host=name, zone=zone, enabled=enabled, up=up,
-                     inventory=_inv(vcpu, ram, disk), used=used or {})
+                     inventory=inventory(vcpu, ram, disk), used=used or {})
 
 
 def _spec(*, ignore_hosts: tuple[str, ...] = (), requested_host: str | None = None,
@@ -167,20 +162,6 @@ def test_weigh_nothing_and_one_host() -> None:
 # -- select_destinations on a real database ------------------------------------------------
 
 
-async def _compute(sessions: Sessions, name: str, *, ram: int = 4096, used_ram: int = 0,
-                   zone: str = "nova", disabled: bool = False, forced_down: bool = False,
-                   seen_ago: float = 0.0, binary: str = "ferry-compute") -> None:
-    """A compute host as the conductor records it: service row + resource provider."""
-    async with sessions() as s, s.begin():
-        s.add(Service(uuid=str(uuidlib.uuid4()), host=name, binary=binary,
-                      topic=f"compute.{name}", zone=zone, disabled=disabled,
-                      forced_down=forced_down,
-                      last_seen_up=utcnow() - dt.timedelta(seconds=seen_ago)))
-        await placement.ensure_provider(s, name, _inv(ram=ram))
-        if used_ram:
-            await placement.claim(s, f"existing-on-{name}", name, {"MEMORY_MB": used_ram})
-
-
 async def _select(sessions: Sessions, spec: RequestSpec | None = None,
                   max_attempts: int = 3) -> Selection:
     async with sessions() as s, s.begin():
@@ -196,12 +177,12 @@ async def _allocs(sessions: Sessions, consumer: str) -> dict[str, dict[str, int]
 async def test_host_states_sum_usage_per_host(sessions: Sessions) -> None:
     """Several allocations on one host are summed, a host without any is empty,
     and only compute services are hosts; disabled and down ones are marked so."""
-    await _compute(sessions, "busy", used_ram=1000)
-    await _compute(sessions, "idle")
-    await _compute(sessions, "disabled", disabled=True, used_ram=100)
-    await _compute(sessions, "forced", forced_down=True)
-    await _compute(sessions, "stale", seen_ago=300)
-    await _compute(sessions, "conductor-host", binary="ferry-conductor")
+    await add_compute(sessions, "busy", used_ram=1000)
+    await add_compute(sessions, "idle")
+    await add_compute(sessions, "disabled", disabled=True, used_ram=100)
+    await add_compute(sessions, "forced", forced_down=True)
+    await add_compute(sessions, "stale", seen_ago=300)
+    await add_compute(sessions, "conductor-host", binary="ferry-conductor")
     async with sessions() as s, s.begin():
         await placement.claim(s, "vm-a", "busy", {"VCPU": 2, "MEMORY_MB": 512, "DISK_GB": 10})
         await placement.claim(s, "vm-b", "busy", {"VCPU": 3, "MEMORY_MB": 256, "DISK_GB": 0})
@@ -212,7 +193,7 @@ async def test_host_states_sum_usage_per_host(sessions: Sessions) -> None:
     assert states["busy"].free("MEMORY_MB") == 4096 - 1768
     assert states["idle"].used == {}
     assert states["idle"].free("VCPU") == 8
-    assert states["idle"].inventory == _inv()
+    assert states["idle"].inventory == inventory()
     assert states["disabled"].used == {"MEMORY_MB": 100}
     assert [(h.host, h.enabled, h.up) for h in sorted(states.values(), key=lambda h: h.host)
             ] == [("busy", True, True), ("disabled", False, True), ("forced", True, False),
@@ -221,18 +202,18 @@ async def test_host_states_sum_usage_per_host(sessions: Sessions) -> None:
 
 async def test_the_emptiest_host_is_skipped_when_disabled_or_down(sessions: Sessions) -> None:
     """The weighers would rank these first; the filters must drop them."""
-    await _compute(sessions, "disabled", ram=65536, disabled=True)
-    await _compute(sessions, "forced", ram=65536, forced_down=True)
-    await _compute(sessions, "stale", ram=65536, seen_ago=300)
-    await _compute(sessions, "small", ram=2048)
-    await _compute(sessions, "smaller", ram=1024)
+    await add_compute(sessions, "disabled", ram=65536, disabled=True)
+    await add_compute(sessions, "forced", ram=65536, forced_down=True)
+    await add_compute(sessions, "stale", ram=65536, seen_ago=300)
+    await add_compute(sessions, "small", ram=2048)
+    await add_compute(sessions, "smaller", ram=1024)
     assert await _select(sessions) == Selection("small", ("smaller",))
 
 
 async def test_picks_the_emptiest_host_and_claims_it(sessions: Sessions) -> None:
-    await _compute(sessions, "h1", used_ram=3000)
-    await _compute(sessions, "h2", used_ram=1000)
-    await _compute(sessions, "h3", used_ram=2000)
+    await add_compute(sessions, "h1", used_ram=3000)
+    await add_compute(sessions, "h2", used_ram=1000)
+    await add_compute(sessions, "h3", used_ram=2000)
     sel = await _select(sessions)
     assert sel == Selection("h2", ("h3", "h1"))
     assert await _allocs(sessions, "vm1") == {"h2": SMALL}
@@ -240,7 +221,7 @@ async def test_picks_the_emptiest_host_and_claims_it(sessions: Sessions) -> None
 
 async def test_alternates_are_at_most_max_attempts_minus_one(sessions: Sessions) -> None:
     for i, used in enumerate([100, 200, 300, 400, 500]):
-        await _compute(sessions, f"h{i}", used_ram=used)
+        await add_compute(sessions, f"h{i}", used_ram=used)
     assert await _select(sessions, _spec(), max_attempts=3) == Selection("h0", ("h1", "h2"))
     async with sessions() as s, s.begin():
         await placement.delete_allocations(s, "vm1")
@@ -250,41 +231,41 @@ async def test_alternates_are_at_most_max_attempts_minus_one(sessions: Sessions)
 
 
 async def test_down_and_disabled_hosts_are_skipped(sessions: Sessions) -> None:
-    await _compute(sessions, "disabled", ram=65536, disabled=True)
-    await _compute(sessions, "forced", ram=65536, forced_down=True)
-    await _compute(sessions, "stale", ram=65536, seen_ago=300)
-    await _compute(sessions, "busy", used_ram=3000)
-    await _compute(sessions, "conductor-host", ram=65536, binary="ferry-conductor")
+    await add_compute(sessions, "disabled", ram=65536, disabled=True)
+    await add_compute(sessions, "forced", ram=65536, forced_down=True)
+    await add_compute(sessions, "stale", ram=65536, seen_ago=300)
+    await add_compute(sessions, "busy", used_ram=3000)
+    await add_compute(sessions, "conductor-host", ram=65536, binary="ferry-conductor")
     sel = await _select(sessions)
     assert sel == Selection("busy", ())
 
 
 async def test_source_host_is_never_the_destination(sessions: Sessions) -> None:
-    await _compute(sessions, "src", ram=65536)
-    await _compute(sessions, "dst")
+    await add_compute(sessions, "src", ram=65536)
+    await add_compute(sessions, "dst")
     sel = await _select(sessions, _spec(ignore_hosts=("src",)))
     assert sel == Selection("dst", ())
 
 
 async def test_requested_host_is_honoured(sessions: Sessions) -> None:
-    await _compute(sessions, "h1", ram=65536)
-    await _compute(sessions, "h2", used_ram=3000)
+    await add_compute(sessions, "h1", ram=65536)
+    await add_compute(sessions, "h2", used_ram=3000)
     sel = await _select(sessions, _spec(requested_host="h2"))
     assert sel == Selection("h2", ())
     assert await _allocs(sessions, "vm1") == {"h2": SMALL}
 
 
 async def test_availability_zone_is_honoured(sessions: Sessions) -> None:
-    await _compute(sessions, "h1", ram=65536, zone="az1")
-    await _compute(sessions, "h2", zone="az2")
+    await add_compute(sessions, "h1", ram=65536, zone="az1")
+    await add_compute(sessions, "h2", zone="az2")
     assert (await _select(sessions, _spec(availability_zone="az2"))).host == "h2"
 
 
 async def test_no_valid_host_explains_every_refusal(sessions: Sessions) -> None:
-    await _compute(sessions, "h1", disabled=True)
-    await _compute(sessions, "h2", seen_ago=300)
-    await _compute(sessions, "h3", used_ram=3900)
-    await _compute(sessions, "src")
+    await add_compute(sessions, "h1", disabled=True)
+    await add_compute(sessions, "h2", seen_ago=300)
+    await add_compute(sessions, "h3", used_ram=3900)
+    await add_compute(sessions, "src")
     with pytest.raises(NoValidHost) as err:
         await _select(sessions, _spec(ignore_hosts=("src",)))
     assert err.value.reason == (
@@ -296,8 +277,8 @@ async def test_no_valid_host_explains_every_refusal(sessions: Sessions) -> None:
 
 async def test_requested_host_that_cannot_take_it_is_no_valid_host(
         sessions: Sessions) -> None:
-    await _compute(sessions, "h1")
-    await _compute(sessions, "h2", seen_ago=300)
+    await add_compute(sessions, "h1")
+    await add_compute(sessions, "h2", seen_ago=300)
     with pytest.raises(NoValidHost, match="h1: not the requested host; h2: service down"):
         await _select(sessions, _spec(requested_host="h2"))
 
@@ -308,7 +289,7 @@ async def test_no_compute_hosts_at_all(sessions: Sessions) -> None:
 
 
 async def test_two_schedulers_racing_for_the_last_room(sessions: Sessions) -> None:
-    await _compute(sessions, "h1", used_ram=4096 - 512)
+    await add_compute(sessions, "h1", used_ram=4096 - 512)
     specs = [RequestSpec(f"vm{i}", "p", "u", dict(SMALL)) for i in range(2)]
     results = await asyncio.gather(*(_select(sessions, sp) for sp in specs),
                                    return_exceptions=True)
