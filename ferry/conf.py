@@ -32,6 +32,10 @@ class Settings:
     # unreachable, its agent down) while it retries and resumes, before the
     # migration is rolled back; a transfer that keeps moving is never cut short
     transfer_give_up_s: float = 600.0
+    # how long one send_disks call waits for the transfer before answering
+    # "running" (the conductor then asks again): a transfer of hours never holds
+    # one RPC, or a broker delivery past RabbitMQ's consumer_timeout
+    transfer_poll_s: float = 60.0
     # default cap per migration in bytes/s when the request names none
     # ("ferry:max_bandwidth"); 0 = none. Accepts "50M"-style values in TOML/env.
     transfer_max_bandwidth: float = 0.0

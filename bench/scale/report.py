@@ -20,7 +20,7 @@ def _ms(d: dict[str, Any] | None) -> str:
 def decisions(r: dict[str, Any]) -> str:
     rows = [
         ("quiet", r.get("decisions_quiet")),
-        ("1,000 hosts heartbeating", r.get("decisions_with_heartbeats")),
+        (f"{r['params']['hosts']:,} hosts heartbeating", r.get("decisions_with_heartbeats")),
         # Runs made before the set-based queries became Ferry's own also hold these.
         ("set-based what-if (older runs), quiet", r.get("what_if_set_based_quiet")),
         ("set-based what-if (older runs), heartbeating",

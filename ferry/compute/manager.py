@@ -15,7 +15,6 @@ import logging
 import secrets
 import shutil
 import time
-from collections import OrderedDict
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from typing import Any
 from ferry.bus.base import Bus, Handler, endpoint_handler
 from ferry.bus.catalogue import CONDUCTOR_TOPIC, compute_topic
 from ferry.compute.instance_store import InstanceStore, base_name
+from ferry.compute.sending import DiskSends
 from ferry.compute.virt.driver import InstanceSpec, VirtDriver
 from ferry.image.cache import ImageCache, ImageUnavailable
 from ferry.transfer import (
@@ -47,12 +47,13 @@ class StaleRequest(Exception):
 
 
 _READ_ONLY = frozenset({"console_output", "power_state", "host_resources"})
+# Asks that join a running send, or prepare its receiving end (resize to the same host).
+_BESIDE_A_SEND = frozenset({"send_disks", "expect_transfer"})
 GRANTS_FILE = "transfer-grants.json"
 # Without a give-up time a transfer stops after this many attempts; with one,
 # the time alone decides (a destination agent may take a while to return).
 _ATTEMPTS = 6
 _ATTEMPTS_UNTIL_GIVE_UP = 1_000_000
-_SENT_REMEMBERED = 64
 
 
 def _instance_key(args: dict[str, Any]) -> str | None:
@@ -128,9 +129,7 @@ class ComputeManager:
         self._heartbeat: asyncio.Task[None] | None = None
         self._locks: dict[str, asyncio.Lock] = {}
         self._fences: dict[str, tuple[int, ...]] = {}
-        # migration uuid -> (token, result) of finished sends: a send_disks re-sent
-        # by a restarted conductor after the first one completed gets the same answer.
-        self._sent: OrderedDict[str, tuple[str, dict[str, Any]]] = OrderedDict()
+        self.sends = DiskSends()
         self._casts: set[asyncio.Task[None]] = set()
 
     # -- lifecycle -----------------------------------------------------------
@@ -158,6 +157,10 @@ class ComputeManager:
             async with lock:
                 if fence is not None:
                     self._check_fence(key, method, tuple(fence))
+                if method not in _BESIDE_A_SEND:
+                    # A send outlives its RPC (ferry.compute.sending); whatever
+                    # comes next for the instance (a rollback, a confirm) stops it.
+                    await self.sends.stop_instance(key)
                 return await inner(method, args)
 
         return handle
@@ -182,6 +185,7 @@ class ComputeManager:
                 await self._heartbeat
         await self.bus.unserve(compute_topic(self.host))
         await self.transfer.stop()
+        await self.sends.close()
         for task in list(self._casts):
             task.cancel()
         await asyncio.gather(*self._casts, return_exceptions=True)
@@ -349,20 +353,33 @@ class ComputeManager:
 
     async def send_disks(self, uuid: str, migration_uuid: str, address: str, token: str,
                          names: list[str], shared: bool, rate_limit: float | None = None,
-                         give_up: float | None = None) -> dict[str, Any]:
+                         give_up: float | None = None, wait: float | None = None
+                         ) -> dict[str, Any]:
         """Send the disks in <uuid>_resize; progress is cast to the conductor.
+
+        The send runs on its own (`ferry.compute.sending`): this call starts it,
+        or joins the one already running for this migration and token, and
+        answers `{"state": "running"}` if it is not done within `wait` seconds
+        (None: wait for the end), so the conductor asks again.
 
         `rate_limit` caps this migration (bytes/s) on top of the host's own cap.
         Cut transfers are retried, each retry resuming from the destination's
         journal, until nothing has moved for `give_up` seconds: a long transfer
         that keeps moving is never given up on, an unreachable destination is.
         """
+        out = await self.sends.join(
+            migration_uuid, token, uuid,
+            lambda: self._send(uuid, migration_uuid, address, token, names, shared,
+                               rate_limit, give_up),
+            wait)
+        return {"state": "running"} if out is None else out
+
+    async def _send(self, uuid: str, migration_uuid: str, address: str, token: str,
+                    names: list[str], shared: bool, rate_limit: float | None,
+                    give_up: float | None) -> dict[str, Any]:
         if shared:
             await asyncio.to_thread(self.store.copy_local, uuid)
-            return {"bytes_sent": 0, "seconds": 0.0, "files": {}}
-        done = self._sent.get(migration_uuid)
-        if done is not None and done[0] == token:
-            return done[1]
+            return {"state": "done", "bytes_sent": 0, "seconds": 0.0, "files": {}}
         host, port = address.rsplit(":", 1)
         moved = _Moved()
 
@@ -390,14 +407,10 @@ class ComputeManager:
             if not send.done():
                 send.cancel()
                 await asyncio.gather(send, return_exceptions=True)
-        out = {"bytes_sent": result.bytes_sent, "seconds": result.seconds,
-               "attempts": result.attempts, "resumed_bytes": result.resumed_bytes,
-               "files": {n: {"size": f.size, "allocated": f.allocated_bytes,
-                             "digest": f.digest} for n, f in result.files.items()}}
-        self._sent[migration_uuid] = (token, out)
-        while len(self._sent) > _SENT_REMEMBERED:
-            self._sent.popitem(last=False)
-        return out
+        return {"state": "done", "bytes_sent": result.bytes_sent, "seconds": result.seconds,
+                "attempts": result.attempts, "resumed_bytes": result.resumed_bytes,
+                "files": {n: {"size": f.size, "allocated": f.allocated_bytes,
+                              "digest": f.digest} for n, f in result.files.items()}}
 
     def _cast(self, coro: Coroutine[Any, Any, None]) -> None:
         # Keep a reference: a task nobody holds may be collected before it runs.

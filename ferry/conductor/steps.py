@@ -11,6 +11,7 @@ To add a step, see `ferry.conductor.states`; register the handler in `STEPS`.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 from collections.abc import Awaitable, Callable
@@ -20,7 +21,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from ferry.bus.base import Bus
+from ferry.bus.base import BadMessage, Bus, BusError, RemoteError
 from ferry.bus.catalogue import compute_topic
 from ferry.conductor import records
 from ferry.conductor.states import SOURCE_TOUCHED, Event, State
@@ -281,10 +282,10 @@ async def step_transferring(ctx: StepContext, job: Loaded) -> None:
         note = "disks already verified on the destination"
     else:
         limit = mig.max_bandwidth or ctx.settings.transfer_max_bandwidth or None
-        result = await _call(ctx, job, src, "send_disks", uuid=job.inst.uuid,
-                             migration_uuid=mig.uuid, address=mig.dest_host, token=token,
-                             names=names, shared=bool(mig.shared_storage), rate_limit=limit,
-                             give_up=ctx.settings.transfer_give_up_s)
+        result = await _send_disks(ctx, job, src, uuid=job.inst.uuid,
+                                   migration_uuid=mig.uuid, address=mig.dest_host,
+                                   token=token, names=names, shared=bool(mig.shared_storage),
+                                   rate_limit=limit, give_up=ctx.settings.transfer_give_up_s)
         note = "shared storage: copied locally" if mig.shared_storage else _sent_note(result)
     async with ctx.sessions() as s, s.begin():
         await records.event_finish(s, job.inst.uuid, action_name(mig), "compute_resize_instance")
@@ -292,6 +293,40 @@ async def step_transferring(ctx: StepContext, job: Loaded) -> None:
                          migration_fields={"bytes_done": Migration.bytes_total,
                                            "transfer_eta": 0.0, "transfer_token": None},
                          instance_fields={"host": dest, "node": dest})
+
+
+async def _send_disks(ctx: StepContext, job: Loaded, src: str, **args: Any) -> dict[str, Any]:
+    """Ask the source to send until it answers done (see ferry.compute.sending).
+
+    Each ask returns within `transfer_poll_s`. An ask that gets no answer (the
+    source agent restarting, the broker away) is repeated: the next one joins
+    the send, or resumes it from the destination's journal. Only a source that
+    answers nothing for `transfer_give_up_s` fails the step (and rolls back).
+    """
+    st = ctx.settings
+    loop = asyncio.get_running_loop()
+    answered = loop.time()
+    while True:
+        try:
+            reply = await _call(ctx, job, src, "send_disks", wait=st.transfer_poll_s,
+                                rpc_timeout=2 * st.transfer_poll_s + 5, **args)
+        except BusError as exc:
+            if not _ask_again(exc) or loop.time() - answered > st.transfer_give_up_s:
+                raise
+            await asyncio.sleep(min(st.transfer_poll_s, 5.0))
+            continue
+        answered = loop.time()
+        if (reply or {}).get("state") != "running":
+            return dict(reply)
+
+
+def _ask_again(exc: BusError) -> bool:
+    """No answer (a timeout, the broker away), or a send its agent stopped when
+    it shut down: the next ask joins the send or resumes it. A failure the
+    source reports (the transfer gave up, a disk is missing) is final."""
+    if isinstance(exc, RemoteError):
+        return exc.exc_type == "SendInterrupted"
+    return not isinstance(exc, BadMessage)
 
 
 def _sent_note(result: dict[str, Any]) -> str:

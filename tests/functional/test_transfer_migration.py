@@ -81,6 +81,13 @@ async def quick(tmp_path: Path) -> AsyncIterator[Cloud]:
         yield c
 
 
+@pytest.fixture
+async def polled(tmp_path: Path) -> AsyncIterator[Cloud]:
+    """A cloud whose conductor asks after a running send every 0.2 s."""
+    async for c in _cloud(tmp_path, transfer_poll_s=0.2):
+        yield c
+
+
 async def _boot(cloud: Cloud, blocks: int = 0) -> tuple[str, str, str, Path]:
     server = await cloud.boot()
     sid, src = server["id"], server["OS-EXT-SRV-ATTR:host"]
@@ -417,3 +424,60 @@ async def test_conductor_restart_mid_stream_reuses_the_grant(cloud: Cloud) -> No
     mine = [g for g in grants if g["migration_uuid"] == mig["uuid"]]
     assert len(mine) == 1 and mine[0]["used"], mine
     await invariants.check(ec, sid)
+
+
+async def test_no_rpc_holds_a_transfer_asks_are_repeated_until_done(polled: Cloud) -> None:
+    """A send that lasts many times `transfer_poll_s`: every send_disks ask answers
+    within the poll ("running"), the conductor asks again, the one send goes on
+    across the asks (nothing resent) and the migration completes. So a transfer
+    of hours needs no RPC timeout of hours, nor a broker delivery held that long."""
+    cloud, ec = polled, polled.cloud
+    sid, src, dest, disk = await _boot(cloud, blocks=80)  # ~5.4 MB at 4 MB/s
+    before, allocated = _data_digest(disk, 80), _allocated(disk)
+    mgr = ec.compute(src)
+    asks: list[tuple[float, str]] = []
+    ask = mgr.send_disks
+
+    async def timed(**kw: Any) -> dict[str, Any]:
+        t = time.monotonic()
+        out = await ask(**kw)
+        asks.append((time.monotonic() - t, out["state"]))
+        return out
+
+    mgr.send_disks = timed  # type: ignore[method-assign]
+    r = await _migrate(cloud, sid, {"ferry:max_bandwidth": 4_000_000}, version="2.56")
+    assert r.status_code == 202
+    await cloud.wait_status(sid, "VERIFY_RESIZE", timeout=30)
+    mig = await _ferry_mig(cloud, sid)
+    assert _step_seconds(mig, "transferring") > 1.0
+    assert [s for _, s in asks].count("running") >= 4 and asks[-1][1] == "done", asks
+    assert max(t for t, _ in asks) < 0.2 + 0.3, asks
+    assert _sent(mig) <= 1.02 * allocated, (_sent(mig), allocated)
+    assert _data_digest(ec.compute(dest).store.path(sid) / "disk", 80) == before
+    await invariants.check(ec, sid)
+
+
+async def test_source_agent_restarted_mid_stream_resumes(cloud: Cloud) -> None:
+    """The source's agent stops mid-send (its send is interrupted) and comes back:
+    the conductor asks again, the new agent resumes from the destination's
+    journal, and the migration completes without resending what was verified."""
+    ec: EmbeddedCloud = cloud.cloud
+    sid, src, dest, disk = await _boot(cloud, blocks=80)
+    before, allocated = _data_digest(disk, 80), _allocated(disk)
+    r = await _migrate(cloud, sid, {"ferry:max_bandwidth": 4_000_000}, version="2.56")
+    assert r.status_code == 202
+    await _transferring_with_bytes(cloud, sid, 0.3)
+    port = await ec.stop_host(src)
+    await asyncio.sleep(0.5)
+    await ec.add_host(_host_index(src), data_port=port)
+    await cloud.wait_status(sid, "VERIFY_RESIZE", timeout=30)
+    mig = await _ferry_mig(cloud, sid)
+    assert not any(st["event"] == "fail" for st in mig["steps"]), mig["steps"]
+    note = next(st["note"] for st in mig["steps"] if st["event"] == "transferred")
+    assert "resumed" in note, note
+    assert _sent(mig) <= 1.1 * allocated, (_sent(mig), allocated)
+    assert _data_digest(ec.compute(dest).store.path(sid) / "disk", 80) == before
+    assert (await cloud.action(sid, {"confirmResize": None})).status_code == 204
+    await cloud.wait_status(sid, "ACTIVE")
+    await invariants.check(ec, sid)
+    await invariants.total_usage_matches(ec)

@@ -142,7 +142,7 @@ def _states(api: httpx.Client, ids: list[str]) -> dict[str, Any]:
 def test_broker_restarted_mid_migrations_nothing_lost(net: NetCluster) -> None:
     """Regression too (fixed in afba1df): a reply lost in the restart was never sent
     again (the redelivered request was acked as a duplicate without an answer), so
-    the conductor waited the call's whole timeout (send_disks: 3600 s)."""
+    the conductor waited the call's whole timeout (send_disks had 3600 s then)."""
     c = net.cluster
     with api_client(c) as api:
         image = image_and_flavor(api)

@@ -126,7 +126,7 @@ async def test_slow_message_does_not_block_the_next_one(bus: MemoryBus,
 
 
 def test_catalogue_timeouts_are_used_when_none_is_given() -> None:
-    assert Bus.timeout_for("send_disks", None) == CATALOGUE["send_disks"].timeout == 3600
+    assert Bus.timeout_for("send_disks", None) == CATALOGUE["send_disks"].timeout == 300
     assert Bus.timeout_for("send_disks", 5) == 5
 
 
