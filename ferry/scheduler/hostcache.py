@@ -80,6 +80,9 @@ class HostStateCache:
         for rp_id, entry in fresh.items():
             if rp_id not in touched:
                 self._entries[rp_id] = entry
+        if len(self._entries) > len(hosts):  # a host was deleted: forget its provider
+            current = {rp_id for *_, rp_id, _gen in hosts}
+            self._entries = {k: v for k, v in self._entries.items() if k in current}
         states = []
         for host, zone, disabled, seen, forced_down, address, rp_id, _gen in hosts:
             known = None if rp_id is None else (fresh.get(rp_id) or self._entries.get(rp_id))

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import update
+from sqlalchemy import delete, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ferry.db.models import Service, utcnow
@@ -58,6 +58,11 @@ async def test_only_providers_whose_generation_moved_are_read_again(sessions: Se
         await placement.ensure_provider(s, "h3", inventory(ram=8192))
     assert (await _states(sessions, cache))["h3"][3] == inventory(ram=8192)
     assert cache.reads == 6
+
+    async with sessions() as s, s.begin():  # a host removed: its entry goes too
+        await s.execute(delete(Service).where(Service.host == "h1"))
+    assert set(await _states(sessions, cache)) == {"h2", "h3"}
+    assert len(cache._entries) == 2
 
 
 async def test_liveness_and_flags_are_read_on_every_decision(sessions: Sessions) -> None:
