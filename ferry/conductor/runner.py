@@ -75,8 +75,14 @@ async def _patiently(fn: Callable[..., Awaitable[T]], *args: Any) -> T:
         except Exception as exc:
             if not is_transient(exc) or attempt == MAX_TRANSIENT_RETRIES:
                 raise
-            await asyncio.sleep(random.uniform(0.05, 0.3) * attempt)
+            await _transient_pause(attempt)
     raise AssertionError("unreachable")
+
+
+async def _transient_pause(attempt: int) -> None:
+    """Before retrying a transient database error: short, random (so two
+    deadlocked transactions do not collide again), longer each attempt."""
+    await asyncio.sleep(random.uniform(0.05, 0.3) * attempt)
 
 
 class Slots:
@@ -220,7 +226,7 @@ class MigrationRunner:
                     # provider and wanting the other's: the transaction rolled back
                     # whole, so the same step runs again after a short random pause.
                     transient += 1
-                    await asyncio.sleep(random.uniform(0.05, 0.3) * transient)
+                    await _transient_pause(transient)
                     continue
                 transient = 0
                 error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
