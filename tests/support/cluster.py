@@ -39,7 +39,9 @@ class Cluster:
         "FERRY_REPORT_INTERVAL": "1", "FERRY_SERVICE_DOWN_TIME": "6",
         "FERRY_CONDUCTOR_LEASE_SECONDS": "3", "FERRY_LEASE_RENEW_INTERVAL": "1",
         "FERRY_PERIODIC_INTERVAL": "0.5", "FERRY_SHUTDOWN_TIMEOUT": "5",
-        "FERRY_SHUTDOWN_RETRY_INTERVAL": "1"})
+        "FERRY_SHUTDOWN_RETRY_INTERVAL": "1",
+        # Slow transfers then take several send_disks asks over the real broker.
+        "FERRY_TRANSFER_POLL_S": "1"})
 
     @property
     def url(self) -> str:
