@@ -125,6 +125,29 @@ def timed_heartbeats(conductors: list[Any]) -> Iterator[list[float]]:
             del cond.report_state  # back to the class's method
 
 
+@contextmanager
+def timed_in_conductor() -> Iterator[list[float]]:
+    """Wall time of every `select_destinations` the conductors' SCHEDULING steps
+    make meanwhile (the step looks the name up in its module on each call)."""
+    from ferry.conductor import steps
+
+    took: list[float] = []
+    original = steps.select_destinations
+
+    async def timed(*a: Any, **kw: Any) -> Any:
+        t = time.perf_counter()
+        try:
+            return await original(*a, **kw)
+        finally:
+            took.append(time.perf_counter() - t)
+
+    steps.select_destinations = timed  # type: ignore[assignment]
+    try:
+        yield took
+    finally:
+        steps.select_destinations = original
+
+
 # -- where the time goes ------------------------------------------------------------------
 
 _phase: contextvars.ContextVar[str] = contextvars.ContextVar("phase", default="")

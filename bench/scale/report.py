@@ -21,6 +21,8 @@ def decisions(r: dict[str, Any]) -> str:
     rows = [
         ("quiet", r.get("decisions_quiet")),
         (f"{r['params']['hosts']:,} hosts heartbeating", r.get("decisions_with_heartbeats")),
+        (f"the conductor's own, during {r['params']['migrations']} migrations",
+         r.get("decisions_during_migrations")),
         # Runs made before the set-based queries became Ferry's own also hold these.
         ("set-based what-if (older runs), quiet", r.get("what_if_set_based_quiet")),
         ("set-based what-if (older runs), heartbeating",

@@ -35,6 +35,10 @@ class ClaimFailed(Exception):
     pass
 
 
+class ProviderBusy(ClaimFailed):
+    """Another transaction holds the provider (it is claiming there right now)."""
+
+
 @dataclass(frozen=True)
 class InventoryRecord:
     total: int
@@ -202,16 +206,19 @@ async def allocations_for(session: AsyncSession, consumer: str) -> dict[str, Res
     return dict(out)
 
 
-async def _bump_generation(session: AsyncSession, provider: str) -> ResourceProvider:
+async def _bump_generation(session: AsyncSession, provider: str,
+                           skip_locked: bool = False) -> ResourceProvider:
     for _ in range(MAX_CAS_RETRIES):
-        rp = (
-            await session.execute(
-                select(ResourceProvider)
-                .where(ResourceProvider.name == provider)
-                .execution_options(populate_existing=True)
-            )
-        ).scalar_one_or_none()
+        query = (select(ResourceProvider).where(ResourceProvider.name == provider)
+                 .execution_options(populate_existing=True))
+        if skip_locked:
+            # Lock the row now, or hear at once that another transaction holds
+            # it (PostgreSQL; SQLite has one writer at a time and no FOR UPDATE).
+            query = query.with_for_update(skip_locked=True)
+        rp = (await session.execute(query)).scalar_one_or_none()
         if rp is None:
+            if skip_locked and await _exists(session, provider):
+                raise ProviderBusy(f"{provider} is being claimed by another request")
             raise ClaimFailed(f"no resource provider {provider!r}")
         res = await session.execute(
             update(ResourceProvider)
@@ -223,6 +230,12 @@ async def _bump_generation(session: AsyncSession, provider: str) -> ResourceProv
             touched_providers(session).add(rp.id)
             return rp
     raise ClaimFailed(f"provider {provider!r} kept changing (generation conflict)")
+
+
+async def _exists(session: AsyncSession, provider: str) -> bool:
+    found = await session.execute(
+        select(ResourceProvider.id).where(ResourceProvider.name == provider))
+    return found.first() is not None
 
 
 async def _ensure_consumer(session: AsyncSession, consumer: str, project_id: str,
@@ -243,6 +256,7 @@ async def claim(
     *,
     project_id: str = "",
     user_id: str = "",
+    skip_locked: bool = False,
 ) -> None:
     """Allocate `resources` on `provider` for `consumer`, or raise ClaimFailed.
 
@@ -250,8 +264,10 @@ async def claim(
     capacity check below sees every claim that committed before ours (a racing
     claim on the same provider waits on that row, then fails its
     compare-and-swap and re-reads). Only this provider's rows are summed.
+    With `skip_locked`, a provider that another transaction is claiming on
+    raises ProviderBusy at once instead of waiting for that transaction.
     """
-    rp = await _bump_generation(session, provider)
+    rp = await _bump_generation(session, provider, skip_locked)
     invs = await provider_inventory(session, rp.id)
     used = await provider_usage(session, rp.id)
     for rc, amount in resources.items():

@@ -57,15 +57,40 @@ async def select_destinations(
     session: AsyncSession, spec: RequestSpec, *, down_after: float, max_attempts: int = 3,
     cache: HostStateCache | None = None,
 ) -> Selection:
-    """Claim the best host for `spec.instance_uuid`; call inside a transaction."""
+    """Claim the best host for `spec.instance_uuid`; call inside a transaction.
+
+    Requests that arrive together see the same host states and rank the same
+    host first. Waiting for each other's transactions on that host would
+    serialise them (the scale benchmark's burst of migrations: ~1 s a
+    decision), so a candidate another request is claiming on right now is
+    passed over for the next; only when every other candidate failed are the
+    busy ones waited for, best first.
+    """
     ranked = await candidates(session, spec, down_after, cache)
+    busy: list[int] = []
     for i, h in enumerate(ranked):
         try:
             await placement.claim(session, spec.instance_uuid, h.host, spec.resources,
-                                  project_id=spec.project_id, user_id=spec.user_id)
+                                  project_id=spec.project_id, user_id=spec.user_id,
+                                  skip_locked=True)
+        except placement.ProviderBusy:
+            busy.append(i)
+            continue
         except placement.ClaimFailed as exc:
             log.info("claim on %s failed: %s", h.host, exc)
             continue
-        rest = tuple(x.host for x in ranked[i + 1:])[: max(0, max_attempts - 1)]
-        return Selection(h.host, rest)
+        return _selection(ranked, i, max_attempts)
+    for i in busy:
+        try:
+            await placement.claim(session, spec.instance_uuid, ranked[i].host, spec.resources,
+                                  project_id=spec.project_id, user_id=spec.user_id)
+        except placement.ClaimFailed as exc:
+            log.info("claim on %s failed: %s", ranked[i].host, exc)
+            continue
+        return _selection(ranked, i, max_attempts)
     raise NoValidHost("every candidate's claim failed")
+
+
+def _selection(ranked: list[HostState], chosen: int, max_attempts: int) -> Selection:
+    rest = tuple(x.host for x in ranked[chosen + 1:])[: max(0, max_attempts - 1)]
+    return Selection(ranked[chosen].host, rest)

@@ -7,6 +7,7 @@ there, floats are compared for the inventory match)."""
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
@@ -100,6 +101,47 @@ async def test_two_conductors_caches_racing_never_overcommit_on_postgres(pg: Ses
             seen = {h.host: h.used for h in await cache.host_states(s, 60) if h.host in hosts}
             assert seen == full
     assert all(u == {"VCPU": 4, "MEMORY_MB": 2048, "DISK_GB": 4} for u in full.values())
+
+
+async def test_a_host_being_claimed_is_passed_over_not_waited_for_on_postgres(
+        pg: Sessions) -> None:
+    """While one request's transaction holds a claim on the best host, another
+    request takes the next host at once instead of queueing behind it; with no
+    other host, it waits for that transaction and then claims there."""
+    tag = uuid.uuid4().hex[:6]
+    zone, big, small = f"az-{tag}", f"big-{tag}", f"small-{tag}"
+    cond = ConductorEndpoint.create(pg, MemoryBus(), Settings(), name="c-busy")
+    for host, ram in ((big, 8192), (small, 4096)):
+        await cond.report_state(host=host, zone=zone, vcpus=8, memory_mb=ram, disk_gb=100,
+                                hypervisor_type="fake", hypervisor_version=1,
+                                data_address="127.0.0.1:1")
+    vm = {"VCPU": 1, "MEMORY_MB": 512, "DISK_GB": 1}
+
+    def spec(name: str, host: str | None = None) -> RequestSpec:
+        return RequestSpec(f"{name}-{tag}", "p", "u", dict(vm), availability_zone=zone,
+                           requested_host=host)
+
+    async def place(sp: RequestSpec) -> tuple[str, float]:
+        t = time.monotonic()
+        async with pg() as s, s.begin():
+            sel = await select_destinations(s, sp, down_after=60, cache=HostStateCache())
+        return sel.host, time.monotonic() - t
+
+    async with pg() as holder:
+        tx = await holder.begin()
+        await placement.claim(holder, f"first-{tag}", big, vm)  # uncommitted: holds big
+        # Were it to wait for the holder, it would wait forever (the holder commits
+        # below): bounded, so that such a regression fails instead of hanging.
+        host, took = await asyncio.wait_for(place(spec("second")), 10)
+        assert host == small and took < 1.0, (host, took)
+        later = asyncio.create_task(place(spec("third", host=big)))
+        await asyncio.sleep(0.5)
+        assert not later.done()  # only big will do: it waits for the holder
+        await tx.commit()
+    host, took = await later
+    assert host == big and took >= 0.5
+    async with pg() as s:
+        assert (await placement.usages(s))[big]["MEMORY_MB"] == 1024
 
 
 async def test_concurrent_advance_has_one_winner_on_postgres(pg: Sessions) -> None:
