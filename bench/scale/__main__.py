@@ -131,11 +131,12 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             events = EventCounter()
             logging.getLogger().addHandler(events)
             try:
-                with decisions.timed_in_conductor() as made:
+                with decisions.timed_in_conductor() as made, decisions.loop_lag() as lag:
                     result["migrations"] = await migrations.run(
                         sim, uuids, in_flight=args.max_in_flight
                     )
                 result["decisions_during_migrations"] = decisions.summary(made)
+                result["loop_lag_during_migrations"] = decisions.summary(lag)
             except Exception as exc:
                 # Keep what was measured so far (the decision timings take minutes
                 # to set up); e.g. PostgreSQL refusing connections on a shared box.

@@ -9,6 +9,7 @@ committed and then deleted (not timed), so every decision sees the same
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import cProfile
 import functools
@@ -146,6 +147,27 @@ def timed_in_conductor() -> Iterator[list[float]]:
         yield took
     finally:
         steps.select_destinations = original
+
+
+@contextmanager
+def loop_lag(every: float = 0.01) -> Iterator[list[float]]:
+    """How late the event loop runs a callback meanwhile: a decision awaits the
+    database several times, and after each await it waits this long again for
+    its turn behind everything else the one loop serves (hosts, API, data plane)."""
+    lags: list[float] = []
+
+    async def probe() -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            t = loop.time()
+            await asyncio.sleep(every)
+            lags.append(loop.time() - t - every)
+
+    task = asyncio.get_event_loop().create_task(probe())
+    try:
+        yield lags
+    finally:
+        task.cancel()
 
 
 # -- where the time goes ------------------------------------------------------------------

@@ -37,6 +37,11 @@ def decisions(r: dict[str, Any]) -> str:
     if hb:
         out.append(f"\nMeanwhile the conductor handled {hb['per_second']:.0f} heartbeats/s "
                    f"(report_state p50 {hb['p50_ms']:.1f} ms, p99 {hb['p99_ms']:.1f} ms).")
+    lag = r.get("loop_lag_during_migrations")
+    if lag:
+        out.append(f"\nDuring the migrations the one event loop ran a callback p50 "
+                   f"{lag['p50_ms']:.1f} ms, p99 {lag['p99_ms']:.1f} ms late: a "
+                   f"decision waits that again after each of its database round trips.")
     same = (r.get("what_if_set_based_quiet") or {}).get("same_host_as_baseline")
     if same:
         out.append(f"\nSet-based queries chose the same host as Ferry in {same} decisions.")
