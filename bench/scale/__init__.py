@@ -24,9 +24,12 @@ What runs, in one process, on a throw-away PostgreSQL database:
   and measure nothing the decision timings below do not.
   Only the servers that will move get a real (sparse) disk on their host.
 * Scheduler decision time: `--decisions` calls of `select_destinations` on the
-  full cluster (each in its own transaction, rolled back so the cluster stays
-  the same), with a per-phase breakdown and a cProfile of the decision,
-  first with heartbeats paused, then with all hosts heartbeating.
+  full cluster with the conductor's host-state cache (each claim committed,
+  then given back, so the cluster stays the same and the next decision finds
+  one provider changed), with a per-phase breakdown and a cProfile of the
+  decision, first with heartbeats paused, then with all hosts heartbeating;
+  and the conductor's own decisions during the migrations, with the event
+  loop's lag meanwhile.
 * 500 concurrent cold migrations: `POST /servers/{id}/action {"migrate"}` for
   all of them at once, through every real step (pre-flight, shared-storage
   probe, power-off, the disks over the real data plane between two
