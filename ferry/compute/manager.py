@@ -378,7 +378,14 @@ class ComputeManager:
                     names: list[str], shared: bool, rate_limit: float | None,
                     give_up: float | None) -> dict[str, Any]:
         if shared:
-            await asyncio.to_thread(self.store.copy_local, uuid)
+            copy = asyncio.ensure_future(asyncio.to_thread(self.store.copy_local, uuid))
+            try:
+                await asyncio.shield(copy)
+            except asyncio.CancelledError:
+                # A thread cannot be stopped: whoever stops this send (a rollback
+                # about to restore <uuid>_resize) waits until the copy is done.
+                await asyncio.gather(copy, return_exceptions=True)
+                raise
             return {"state": "done", "bytes_sent": 0, "seconds": 0.0, "files": {}}
         host, port = address.rsplit(":", 1)
         moved = _Moved()

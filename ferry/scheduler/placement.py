@@ -101,10 +101,12 @@ async def ensure_provider(
             inv.total, inv.reserved, inv.allocation_ratio = (
                 rec.total, rec.reserved, rec.allocation_ratio)
             changed = True
-    if changed:
-        rp.generation += 1
-        touched_providers(session).add(rp.id)
     await session.flush()
+    if changed:
+        # Compare-and-swap like every other write: `rp` may have been read before
+        # a claim committed, and writing its generation + 1 would then hand out
+        # that claim's number again (a cache keyed by it would not see the change).
+        rp = await _bump_generation(session, name)
     return rp
 
 
@@ -267,7 +269,18 @@ async def claim(
     With `skip_locked`, a provider that another transaction is claiming on
     raises ProviderBusy at once instead of waiting for that transaction.
     """
-    rp = await _bump_generation(session, provider, skip_locked)
+    # In a savepoint: a claim that fails leaves nothing behind, neither its
+    # generation bump nor the provider's row lock. Kept, the lock would make
+    # two requests that each failed on one host and want the other's wait for
+    # each other (a deadlock), and the bump would make every cache re-read.
+    async with session.begin_nested():
+        rp = await _bump_generation(session, provider, skip_locked)
+        await _allocate(session, rp, consumer, resources, project_id, user_id)
+
+
+async def _allocate(session: AsyncSession, rp: ResourceProvider, consumer: str,
+                    resources: Resources, project_id: str, user_id: str) -> None:
+    provider = rp.name
     invs = await provider_inventory(session, rp.id)
     used = await provider_usage(session, rp.id)
     for rc, amount in resources.items():

@@ -68,6 +68,7 @@ async def select_destinations(
     """
     ranked = await candidates(session, spec, down_after, cache)
     busy: list[int] = []
+    failed: set[int] = set()
     for i, h in enumerate(ranked):
         try:
             await placement.claim(session, spec.instance_uuid, h.host, spec.resources,
@@ -78,19 +79,24 @@ async def select_destinations(
             continue
         except placement.ClaimFailed as exc:
             log.info("claim on %s failed: %s", h.host, exc)
+            failed.add(i)
             continue
-        return _selection(ranked, i, max_attempts)
+        return _selection(ranked, i, failed, max_attempts)
     for i in busy:
         try:
             await placement.claim(session, spec.instance_uuid, ranked[i].host, spec.resources,
                                   project_id=spec.project_id, user_id=spec.user_id)
         except placement.ClaimFailed as exc:
             log.info("claim on %s failed: %s", ranked[i].host, exc)
+            failed.add(i)
             continue
-        return _selection(ranked, i, max_attempts)
+        return _selection(ranked, i, failed, max_attempts)
     raise NoValidHost("every candidate's claim failed")
 
 
-def _selection(ranked: list[HostState], chosen: int, max_attempts: int) -> Selection:
-    rest = tuple(x.host for x in ranked[chosen + 1:])[: max(0, max_attempts - 1)]
-    return Selection(ranked[chosen].host, rest)
+def _selection(ranked: list[HostState], chosen: int, failed: set[int],
+               max_attempts: int) -> Selection:
+    """The chosen host, and as alternates the best others whose claim did not
+    fail here (a busy host ranked above the chosen one may still have room)."""
+    rest = [h.host for i, h in enumerate(ranked) if i != chosen and i not in failed]
+    return Selection(ranked[chosen].host, tuple(rest[: max(0, max_attempts - 1)]))

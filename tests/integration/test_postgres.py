@@ -24,7 +24,7 @@ from ferry.db.models import Flavor, Instance, Migration, ResourceProvider, Servi
 from ferry.db.session import make_engine, make_sessionmaker
 from ferry.scheduler import placement
 from ferry.scheduler.hostcache import HostStateCache
-from ferry.scheduler.hoststate import RequestSpec
+from ferry.scheduler.hoststate import HostState, RequestSpec
 from ferry.scheduler.placement import InventoryRecord
 from ferry.scheduler.scheduler import NoValidHost, host_states, select_destinations
 from tests.support.postgres import create_database, drop_database
@@ -142,6 +142,45 @@ async def test_a_host_being_claimed_is_passed_over_not_waited_for_on_postgres(
     assert host == big and took >= 0.5
     async with pg() as s:
         assert (await placement.usages(s))[big]["MEMORY_MB"] == 1024
+
+
+async def test_an_inventory_change_never_reuses_a_claims_generation_on_postgres(
+        pg: Sessions) -> None:
+    """A host's inventory changes in a transaction that read its provider before
+    another request's claim committed there. Its generation must move past the
+    claim's, or a cache that read (claim's generation, old inventory) in between
+    would keep the old inventory for good."""
+    tag = uuid.uuid4().hex[:6]
+    host = f"grow-{tag}"
+    cond = ConductorEndpoint.create(pg, MemoryBus(), Settings(), name="c-grow")
+    await cond.report_state(host=host, zone=f"az-{tag}", vcpus=8, memory_mb=4096,
+                            disk_gb=100, hypervisor_type="fake", hypervisor_version=1,
+                            data_address="127.0.0.1:1")
+    cache = HostStateCache()
+
+    async def seen() -> HostState:
+        async with pg() as s:
+            return next(h for h in await cache.host_states(s, 60) if h.host == host)
+
+    async with pg() as grow:
+        tx = await grow.begin()
+        # Held, so the session keeps this (soon outdated) row as its provider.
+        held = (await grow.execute(select(ResourceProvider).where(
+            ResourceProvider.name == host))).scalar_one()
+        before = held.generation
+        async with pg() as s, s.begin():
+            await placement.claim(s, f"vm-{tag}", host, {"MEMORY_MB": 512})
+        assert (await seen()).used == {"MEMORY_MB": 512}  # cached: claim's generation
+        await placement.ensure_provider(grow, host, {
+            "VCPU": InventoryRecord(8), "MEMORY_MB": InventoryRecord(8192),
+            "DISK_GB": InventoryRecord(100)})
+        await tx.commit()
+        assert held.name == host
+    assert (await seen()).inventory["MEMORY_MB"].total == 8192
+    async with pg() as s:
+        now = (await s.execute(select(ResourceProvider.generation).where(
+            ResourceProvider.name == host))).scalar_one()
+    assert now == before + 2  # the claim's bump and the inventory's
 
 
 async def test_concurrent_advance_has_one_winner_on_postgres(pg: Sessions) -> None:

@@ -6,6 +6,7 @@ any other operation on the instance stops a running send first."""
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +83,7 @@ async def test_a_new_token_stops_the_old_send() -> None:
     assert await sends.join("mig", "tok-1", "vm", old.send, wait=0.01) is None
     assert await sends.join("mig", "tok-2", "vm", new.send, wait=0.01) is None
     assert old.cancelled == 1 and new.started == 1 and sends.running("mig")
+    await sends.close()
 
 
 async def test_an_ask_waiting_on_a_send_stopped_by_shutdown_hears_it_was_interrupted() -> None:
@@ -96,14 +98,42 @@ async def test_an_ask_waiting_on_a_send_stopped_by_shutdown_hears_it_was_interru
     assert gate.cancelled == 1 and not sends.running("mig")
 
 
+def _host(tmp: Path) -> ComputeManager:
+    instances = tmp / "instances"
+    return ComputeManager("host1", FakeDriver("host1", instances), MemoryBus(),
+                          ImageCache(instances / "_base", "http://127.0.0.1:9/image"),
+                          "127.0.0.1")
+
+
+def _send_args(vm: str, *, shared: bool = False) -> dict[str, Any]:
+    return {"uuid": vm, "migration_uuid": f"mig-{vm}", "address": "127.0.0.1:9",
+            "token": "tok", "names": ["disk"], "shared": shared, "wait": 0.01,
+            "fence": [1, 1]}
+
+
+async def test_a_local_copy_being_stopped_is_waited_for(tmp_path: Path) -> None:
+    """Shared storage copies in a thread, which cannot be interrupted: the step
+    that stops it (a rollback restoring <uuid>_resize) runs after it ended."""
+    mgr = _host(tmp_path)
+    copying: list[str] = []
+
+    def slow_copy(uuid: str) -> None:
+        copying.append("start")
+        time.sleep(0.3)
+        copying.append("end")
+
+    mgr.store.copy_local = slow_copy  # type: ignore[method-assign]
+    handle = mgr._dispatch()
+    assert await handle("send_disks", _send_args("vm-a", shared=True)) == {"state": "running"}
+    await handle("delete_instance", {"uuid": "vm-a"})
+    assert copying == ["start", "end"] and not mgr.sends.running("mig-vm-a")
+
+
 async def test_any_other_operation_on_the_instance_stops_its_send(tmp_path: Path) -> None:
     """Through the host's dispatcher, as the bus delivers: send_disks answers
     "running" within its wait; a later step for the same instance (here a
     delete) stops the send before it runs; other instances' sends go on."""
-    instances = tmp_path / "instances"
-    mgr = ComputeManager("host1", FakeDriver("host1", instances), MemoryBus(),
-                         ImageCache(instances / "_base", "http://127.0.0.1:9/image"),
-                         "127.0.0.1")
+    mgr = _host(tmp_path)
     gates = {"vm-a": Gate(), "vm-b": Gate()}
 
     async def fake_send(uuid: str, *_: Any) -> dict[str, Any]:
@@ -112,11 +142,7 @@ async def test_any_other_operation_on_the_instance_stops_its_send(tmp_path: Path
     mgr._send = fake_send  # type: ignore[method-assign]
     handle = mgr._dispatch()
     for vm in gates:
-        reply = await handle("send_disks", {
-            "uuid": vm, "migration_uuid": f"mig-{vm}", "address": "127.0.0.1:9",
-            "token": "tok", "names": ["disk"], "shared": False, "wait": 0.01,
-            "fence": [1, 1]})
-        assert reply == {"state": "running"}
+        assert await handle("send_disks", _send_args(vm)) == {"state": "running"}
     assert await handle("power_state", {"uuid": "vm-a"}) is not None  # reads stop nothing
     assert mgr.sends.running("mig-vm-a")
     await handle("delete_instance", {"uuid": "vm-a"})
