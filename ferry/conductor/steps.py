@@ -271,22 +271,28 @@ async def step_transferring(ctx: StepContext, job: Loaded) -> None:
     assert src and dest and mig.dest_host
     names = [d["name"] for d in mig.disk_info]
     token = mig.transfer_token or await _keep_token(ctx, mig.uuid)
-    grant = "new"
-    if not mig.shared_storage:
-        reply = await _call(ctx, job, dest, "expect_transfer", token=token,
+    files = {d["name"]: d["file_size"] for d in mig.disk_info}
+
+    async def expect(wait: float | None = None) -> str:
+        """Register the grant, or renew it (same token: partial files kept)."""
+        reply = await _call(ctx, job, dest, "expect_transfer", rpc_timeout=wait, token=token,
                             migration_uuid=mig.uuid, instance_uuid=job.inst.uuid,
-                            files={d["name"]: d["file_size"] for d in mig.disk_info},
-                            ttl=ctx.settings.transfer_token_ttl)
-        grant = (reply or {}).get("grant", "new")
+                            files=files, ttl=ctx.settings.transfer_token_ttl)
+        return str((reply or {}).get("grant", "new"))
+
+    grant = "new" if mig.shared_storage else await expect()
     if grant == "complete":
         note = "disks already verified on the destination"
     else:
         limit = mig.max_bandwidth or ctx.settings.transfer_max_bandwidth or None
-        result = await _send_disks(ctx, job, src, uuid=job.inst.uuid,
-                                   migration_uuid=mig.uuid, address=mig.dest_host,
-                                   token=token, names=names, shared=bool(mig.shared_storage),
-                                   rate_limit=limit, give_up=ctx.settings.transfer_give_up_s)
-        note = "shared storage: copied locally" if mig.shared_storage else _sent_note(result)
+        result = await _send_disks(ctx, job, src, None if mig.shared_storage else expect,
+                                   uuid=job.inst.uuid, migration_uuid=mig.uuid,
+                                   address=mig.dest_host, token=token, names=names,
+                                   shared=bool(mig.shared_storage), rate_limit=limit,
+                                   give_up=ctx.settings.transfer_give_up_s)
+        note = ("shared storage: copied locally" if mig.shared_storage
+                else "disks already verified on the destination"
+                if result.get("state") == "complete" else _sent_note(result))
     async with ctx.sessions() as s, s.begin():
         await records.event_finish(s, job.inst.uuid, action_name(mig), "compute_resize_instance")
         await advance_in(s, mig.uuid, Event.TRANSFERRED, expect=State.TRANSFERRING, note=note,
@@ -295,13 +301,20 @@ async def step_transferring(ctx: StepContext, job: Loaded) -> None:
                          instance_fields={"host": dest, "node": dest})
 
 
-async def _send_disks(ctx: StepContext, job: Loaded, src: str, **args: Any) -> dict[str, Any]:
+async def _send_disks(ctx: StepContext, job: Loaded, src: str,
+                      expect: Callable[[float], Awaitable[str]] | None,
+                      **args: Any) -> dict[str, Any]:
     """Ask the source to send until it answers done (see ferry.compute.sending).
 
     Each ask returns within `transfer_poll_s`. An ask that gets no answer (the
     source agent restarting, the broker away) is repeated: the next one joins
     the send, or resumes it from the destination's journal. Only a source that
     answers nothing for `transfer_give_up_s` fails the step (and rolls back).
+    `expect` (none on shared storage) renews the destination's grant after
+    every ask, so a transfer longer than the grant's lifetime can still
+    reconnect; and before a failure the source reports is taken as final, it
+    asks the destination, which may hold every file already (a send that
+    finished just before its agent restarted, its answer lost with it).
     """
     st = ctx.settings
     loop = asyncio.get_running_loop()
@@ -311,13 +324,30 @@ async def _send_disks(ctx: StepContext, job: Loaded, src: str, **args: Any) -> d
             reply = await _call(ctx, job, src, "send_disks", wait=st.transfer_poll_s,
                                 rpc_timeout=2 * st.transfer_poll_s + 5, **args)
         except BusError as exc:
-            if not _ask_again(exc) or loop.time() - answered > st.transfer_give_up_s:
-                raise
-            await asyncio.sleep(min(st.transfer_poll_s, 5.0))
-            continue
+            if _ask_again(exc) and loop.time() - answered <= st.transfer_give_up_s:
+                await asyncio.sleep(min(st.transfer_poll_s, 5.0))
+                continue
+            if isinstance(exc, RemoteError) and expect is not None \
+                    and await _grant(expect, st.transfer_give_up_s) == "complete":
+                return {"state": "complete"}
+            raise
         answered = loop.time()
         if (reply or {}).get("state") != "running":
             return dict(reply)
+        if expect is not None:
+            await _grant(expect, st.transfer_give_up_s)
+
+
+async def _grant(expect: Callable[[float], Awaitable[str]], patience: float) -> str | None:
+    """The destination's grant state, or None if it cannot tell within
+    `patience` (at most its RPC timeout): a renewal that fails is no reason to
+    stop a transfer that is still moving, nor a silent destination to wait
+    longer before a rollback than the transfer itself would have."""
+    try:
+        return await expect(min(patience, Bus.timeout_for("expect_transfer", None)))
+    except BusError as exc:
+        log.info("destination grant check failed: %s", exc)
+        return None
 
 
 def _ask_again(exc: BusError) -> bool:

@@ -481,3 +481,63 @@ async def test_source_agent_restarted_mid_stream_resumes(cloud: Cloud) -> None:
     await cloud.wait_status(sid, "ACTIVE")
     await invariants.check(ec, sid)
     await invariants.total_usage_matches(ec)
+
+
+async def test_a_send_whose_answer_is_lost_is_found_complete_on_the_destination(
+        polled: Cloud) -> None:
+    """The send finishes, but the source answers an error (its agent restarted
+    and lost the result; the next send's token is refused as used): before
+    rolling back, the conductor asks the destination, which holds every file
+    verified, and the migration goes on."""
+    cloud, ec = polled, polled.cloud
+    sid, src, dest, disk = await _boot(cloud, blocks=20)
+    before = _data_digest(disk, 20)
+    mgr = ec.compute(src)
+    ask = mgr.send_disks
+
+    async def lost(**kw: Any) -> dict[str, Any]:
+        out = await ask(**kw)
+        if out["state"] == "done":
+            raise RuntimeError("the agent restarted: the transfer token was refused as used")
+        return out
+
+    mgr.send_disks = lost  # type: ignore[method-assign]
+    assert (await _migrate(cloud, sid)).status_code == 202
+    await cloud.wait_status(sid, "VERIFY_RESIZE", timeout=30)
+    mig = await _ferry_mig(cloud, sid)
+    note = next(st["note"] for st in mig["steps"] if st["event"] == "transferred")
+    assert note == "disks already verified on the destination", mig["steps"]
+    assert _data_digest(ec.compute(dest).store.path(sid) / "disk", 20) == before
+    await invariants.check(ec, sid)
+
+
+@pytest.fixture
+async def short_grants(tmp_path: Path) -> AsyncIterator[Cloud]:
+    """Grants that expire after 1 s unless renewed; asks every 0.2 s."""
+    async for c in _cloud(tmp_path, transfer_poll_s=0.2, transfer_token_ttl=1.0):
+        yield c
+
+
+async def test_a_transfer_outliving_its_grant_can_still_reconnect(short_grants: Cloud) -> None:
+    """The conductor renews the destination's grant with every ask, so a cut
+    connection long after the grant's first lifetime (1 s here) reconnects and
+    resumes instead of being refused as expired."""
+    cloud, ec = short_grants, short_grants.cloud
+    sid, _, dest, disk = await _boot(cloud, blocks=80)
+    before = _data_digest(disk, 80)
+    r = await _migrate(cloud, sid, {"ferry:max_bandwidth": 2_000_000}, version="2.56")
+    assert r.status_code == 202
+    await _transferring_with_bytes(cloud, sid, 0.1)
+    await asyncio.sleep(1.5)  # past the grant's first expiry
+    server = ec.compute(dest).transfer
+    with server._lock:
+        socks = list(server._threads.values())
+    assert socks
+    for sock in socks:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+    await cloud.wait_status(sid, "VERIFY_RESIZE", timeout=30)
+    mig = await _ferry_mig(cloud, sid)
+    note = next(st["note"] for st in mig["steps"] if st["event"] == "transferred")
+    assert "attempts" in note and "resumed" in note, note
+    assert _data_digest(ec.compute(dest).store.path(sid) / "disk", 80) == before
