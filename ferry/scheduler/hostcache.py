@@ -80,8 +80,8 @@ class HostStateCache:
         for rp_id, entry in fresh.items():
             if rp_id not in touched:
                 self._entries[rp_id] = entry
-        if len(self._entries) > len(hosts):  # a host was deleted: forget its provider
-            current = {rp_id for *_, rp_id, _gen in hosts}
+        current = {rp_id for *_, rp_id, _gen in hosts}
+        if not current.issuperset(self._entries):  # a host was deleted: forget it
             self._entries = {k: v for k, v in self._entries.items() if k in current}
         states = []
         for host, zone, disabled, seen, forced_down, address, rp_id, _gen in hosts:

@@ -302,9 +302,18 @@ async def _allocate(session: AsyncSession, rp: ResourceProvider, consumer: str,
 
 async def delete_allocations(session: AsyncSession, consumer: str) -> None:
     held = await allocations_for(session, consumer)
-    for provider in held:
-        await _bump_generation(session, provider)
-    await session.execute(delete(Allocation).where(Allocation.consumer_id == consumer))
+    bumped = {(await _bump_generation(session, provider)).id for provider in held}
+    gone = (await session.execute(
+        delete(Allocation).where(Allocation.consumer_id == consumer)
+        .returning(Allocation.provider_id))).scalars().all()
+    # A claim for this consumer that committed after the read above put rows on
+    # a provider not bumped yet: its usage changes here too, so must its generation.
+    late = set(gone) - bumped
+    if late:
+        names = (await session.execute(select(ResourceProvider.name).where(
+            ResourceProvider.id.in_(late)))).scalars().all()
+        for name in names:
+            await _bump_generation(session, name)
     await session.execute(delete(Consumer).where(Consumer.uuid == consumer))
     await session.flush()
 

@@ -183,6 +183,44 @@ async def test_an_inventory_change_never_reuses_a_claims_generation_on_postgres(
     assert now == before + 2  # the claim's bump and the inventory's
 
 
+async def test_a_claim_committed_during_a_delete_still_moves_the_generation_on_postgres(
+        pg: Sessions, monkeypatch: pytest.MonkeyPatch) -> None:
+    """delete_allocations reads what a consumer holds, bumps those providers and
+    deletes. A claim for the same consumer that commits in between puts rows on
+    another provider; deleting them changes its usage, so its generation must
+    move too, or a host-state cache would keep counting them."""
+    tag = uuid.uuid4().hex[:6]
+    first, second, vm = f"d1-{tag}", f"d2-{tag}", f"vm-{tag}"
+    cond = ConductorEndpoint.create(pg, MemoryBus(), Settings(), name="c-del")
+    for host in (first, second):
+        await cond.report_state(host=host, zone=f"az-{tag}", vcpus=8, memory_mb=4096,
+                                disk_gb=100, hypervisor_type="fake", hypervisor_version=1,
+                                data_address="127.0.0.1:1")
+    async with pg() as s, s.begin():
+        await placement.claim(s, vm, first, {"MEMORY_MB": 512})
+    read = placement.allocations_for
+
+    async def racing(session: AsyncSession, consumer: str) -> dict[str, dict[str, int]]:
+        held = await read(session, consumer)
+        async with pg() as other, other.begin():
+            await placement.claim(other, consumer, second, {"MEMORY_MB": 256})
+        return held
+
+    async def generation() -> int:
+        async with pg() as s:
+            return int((await s.execute(select(ResourceProvider.generation).where(
+                ResourceProvider.name == second))).scalar_one())
+
+    monkeypatch.setattr(placement, "allocations_for", racing)
+    before = await generation()
+    async with pg() as s, s.begin():
+        await placement.delete_allocations(s, vm)
+    monkeypatch.undo()
+    async with pg() as s:
+        assert second not in await placement.usages(s)
+    assert await generation() == before + 2  # the racing claim's bump, and the delete's
+
+
 async def test_concurrent_advance_has_one_winner_on_postgres(pg: Sessions) -> None:
     inst_uuid, mig_uuid = str(uuid.uuid4()), str(uuid.uuid4())
     async with pg() as s, s.begin():

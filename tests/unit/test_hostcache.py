@@ -59,10 +59,11 @@ async def test_only_providers_whose_generation_moved_are_read_again(sessions: Se
     assert (await _states(sessions, cache))["h3"][3] == inventory(ram=8192)
     assert cache.reads == 6
 
-    async with sessions() as s, s.begin():  # a host removed: its entry goes too
+    async with sessions() as s, s.begin():  # a host removed, another added: same count
         await s.execute(delete(Service).where(Service.host == "h1"))
-    assert set(await _states(sessions, cache)) == {"h2", "h3"}
-    assert len(cache._entries) == 2
+    await add_compute(sessions, "h4")
+    assert set(await _states(sessions, cache)) == {"h2", "h3", "h4"}
+    assert len(cache._entries) == 3  # h1's entry is gone
 
 
 async def test_liveness_and_flags_are_read_on_every_decision(sessions: Sessions) -> None:
