@@ -64,9 +64,10 @@ MAX_TRANSIENT_RETRIES = 10
 T = TypeVar("T")
 
 
-async def _patiently(fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+async def patiently(fn: Callable[..., Awaitable[T]], *args: Any) -> T:
     """Run the runner's own bookkeeping (loading the row, recording a failure),
-    retrying transient database errors: if it gave up, the task would end with
+    or any other unit of work that is safe to repeat, retrying transient
+    database errors: if it gave up, the task would end with
     the migration unowned mid-step, and recovery would roll it back as after a
     crash (the scale benchmark's "interrupted while ..." failures)."""
     for attempt in range(1, MAX_TRANSIENT_RETRIES + 1):
@@ -209,7 +210,7 @@ class MigrationRunner:
     async def run(self, migration_uuid: str) -> None:
         failures = transient = 0
         while True:
-            loaded = await _patiently(load, self.ctx, migration_uuid)
+            loaded = await patiently(load, self.ctx, migration_uuid)
             state = State(loaded.mig.state)
             if state in RESTING:
                 return
@@ -234,11 +235,11 @@ class MigrationRunner:
                 if ON_FAILURE[state] == FailureAction.RETRY:
                     failures += 1
                     if failures >= self.ctx.settings.rollback_attempts:
-                        await _patiently(mark_unrecoverable, self.ctx, loaded, error)
+                        await patiently(mark_unrecoverable, self.ctx, loaded, error)
                         return
                     await asyncio.sleep(min(2 ** failures, 30) * self.ctx.settings.retry_unit)
                     continue
-                await _patiently(record_failure, self.ctx, loaded, error)
+                await patiently(record_failure, self.ctx, loaded, error)
 
     def recover(self, migration_uuid: str, state: State) -> None:
         """Take over an unfinished migration nobody drives, as ON_RESTART says."""

@@ -11,12 +11,13 @@ import logging
 from sqlalchemy import select
 
 from ferry.conductor import records
+from ferry.conductor.runner import patiently
 from ferry.conductor.states import FINAL, State
 from ferry.conductor.steps import StepContext
 from ferry.db.models import Flavor, Image, Instance, Migration, utcnow
 from ferry.scheduler import placement
 from ferry.scheduler.hoststate import RequestSpec
-from ferry.scheduler.scheduler import NoValidHost, select_destinations
+from ferry.scheduler.scheduler import NoValidHost, Selection, select_destinations
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,17 @@ async def _finish(ctx: StepContext, uuid: str, action: str, error: str | None = 
         await records.finish_action(s, uuid, action)
 
 
+async def _schedule(ctx: StepContext, uuid: str, spec: RequestSpec) -> Selection:
+    async with ctx.sessions() as s, s.begin():
+        sel = await select_destinations(s, spec, down_after=ctx.settings.service_down_time,
+                                        max_attempts=1, cache=ctx.host_cache)
+        await records.event_start(s, uuid, "create", "compute__do_build_and_run_instance",
+                                  sel.host)
+        row = (await s.execute(select(Instance).where(Instance.uuid == uuid))).scalar_one()
+        row.host, row.node, row.task_state = sel.host, sel.host, "spawning"
+    return sel
+
+
 async def build(ctx: StepContext, uuid: str) -> None:
     inst = await _instance(ctx, uuid)
     async with ctx.sessions() as s:
@@ -46,13 +58,8 @@ async def build(ctx: StepContext, uuid: str) -> None:
     spec = RequestSpec(uuid, inst.project_id, inst.user_id, records.flavor_resources(flavor),
                        availability_zone=inst.availability_zone)
     try:
-        async with ctx.sessions() as s, s.begin():
-            sel = await select_destinations(s, spec, down_after=ctx.settings.service_down_time,
-                                            max_attempts=1, cache=ctx.host_cache)
-            await records.event_start(s, uuid, "create", "compute__do_build_and_run_instance",
-                                      sel.host)
-            row = (await s.execute(select(Instance).where(Instance.uuid == uuid))).scalar_one()
-            row.host, row.node, row.task_state = sel.host, sel.host, "spawning"
+        # A deadlock or a pool timeout rolled the transaction back whole: try again.
+        sel = await patiently(_schedule, ctx, uuid, spec)
     except NoValidHost as exc:
         await _finish(ctx, uuid, "create", str(exc), vm_state="error", task_state=None)
         return

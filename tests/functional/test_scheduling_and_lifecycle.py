@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import httpx
+import pytest
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from ferry.bus.catalogue import compute_topic
 from ferry.bus.memory import MemoryBus
@@ -204,3 +207,24 @@ async def test_no_copy_of_the_base_anywhere_fails_before_power_off(cloud: Cloud)
     assert mig["status"] == "error" and "no copy of base image" in mig["error"]
     # The guest was never touched: its boot counter did not move.
     assert (await cloud.console(sid)).count("GUEST-BOOTED") == 1
+
+
+async def test_a_build_whose_scheduling_hits_a_transient_error_is_retried(
+        cloud: Cloud, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A deadlock or a pool timeout rolls the scheduling transaction back whole;
+    the build schedules again instead of leaving the server in BUILD."""
+    from ferry.conductor import servers
+
+    real = servers.select_destinations
+    calls: list[str] = []
+
+    async def flaky(*a: Any, **kw: Any) -> Any:
+        calls.append("called")
+        if len(calls) == 1:
+            raise PoolTimeout("QueuePool limit of size 10 overflow 20 reached")
+        return await real(*a, **kw)
+
+    monkeypatch.setattr(servers, "select_destinations", flaky)
+    server = await cloud.boot()
+    assert server["status"] == "ACTIVE" and len(calls) == 2
+    await invariants.total_usage_matches(cloud.cloud)
