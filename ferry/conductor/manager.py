@@ -22,10 +22,10 @@ from sqlalchemy import select
 from ferry.bus.base import Bus, endpoint_handler
 from ferry.bus.catalogue import CONDUCTOR_TOPIC
 from ferry.conductor import servers, steps
+from ferry.conductor.context import StepContext
 from ferry.conductor.lease import Leases
 from ferry.conductor.runner import MigrationRunner
 from ferry.conductor.states import Event, State
-from ferry.conductor.steps import StepContext
 from ferry.conductor.transitions import ConcurrentUpdate, advance
 from ferry.conf import Settings
 from ferry.db.models import Migration, Service, utcnow

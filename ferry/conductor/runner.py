@@ -43,6 +43,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+from ferry.conductor.context import StepContext, load
 from ferry.conductor.lease import Leases
 from ferry.conductor.states import (
     FINAL,
@@ -53,7 +54,7 @@ from ferry.conductor.states import (
     RestartAction,
     State,
 )
-from ferry.conductor.steps import STEPS, StepContext, load, mark_unrecoverable, record_failure
+from ferry.conductor.steps import STEPS, mark_unrecoverable, record_failure
 from ferry.conductor.transitions import ConcurrentUpdate, advance
 from ferry.db.session import is_transient
 

@@ -11,9 +11,9 @@ import logging
 from sqlalchemy import select
 
 from ferry.conductor import records
+from ferry.conductor.context import StepContext
 from ferry.conductor.runner import patiently
 from ferry.conductor.states import FINAL, State
-from ferry.conductor.steps import StepContext
 from ferry.db.models import Flavor, Image, Instance, Migration, utcnow
 from ferry.scheduler import placement
 from ferry.scheduler.hoststate import RequestSpec

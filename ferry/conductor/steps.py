@@ -7,29 +7,34 @@ ROLLING_BACK handler undoes whatever the step log says was done. Handlers are
 idempotent because a restarted conductor runs a RESUME state's handler again.
 
 To add a step, see `ferry.conductor.states`; register the handler in `STEPS`.
+A step with much of its own (TRANSFERRING) lives in a module of its own;
+what all steps share (StepContext, Loaded, fenced RPCs) is in
+`ferry.conductor.context`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import select, update
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from ferry.bus.base import BadMessage, Bus, BusError, RemoteError
-from ferry.bus.catalogue import compute_topic
 from ferry.conductor import records
+from ferry.conductor.context import (
+    Loaded,
+    StepContext,
+    action_name,
+    call_host,
+    cast_host,
+)
 from ferry.conductor.states import SOURCE_TOUCHED, Event, State
+from ferry.conductor.transferring import step_transferring
 from ferry.conductor.transitions import advance, advance_in
-from ferry.conf import Settings
-from ferry.db.models import Flavor, Image, Instance, Migration, Service, utcnow
+from ferry.db.models import Instance, Migration, Service, utcnow
 from ferry.scheduler import placement
-from ferry.scheduler.hostcache import HostStateCache
 from ferry.scheduler.hoststate import RequestSpec
 from ferry.scheduler.scheduler import NoValidHost, select_destinations
 from ferry.transfer import new_token
@@ -47,60 +52,6 @@ EVENT_OF_STATE: dict[State, str] = {
     State.CONFIRMING: "compute_confirm_resize",
     State.REVERTING: "compute_revert_resize",
 }
-
-
-@dataclass
-class StepContext:
-    sessions: async_sessionmaker[AsyncSession]
-    bus: Bus
-    settings: Settings
-    # What the scheduler knows of every host between decisions (one per database).
-    host_cache: HostStateCache = field(default_factory=HostStateCache)
-
-
-@dataclass
-class Loaded:
-    mig: Migration
-    inst: Instance
-    flavor: Flavor  # the flavor the server runs with at the destination
-    old_flavor: Flavor
-    image: dict[str, Any]
-
-    def payload(self, old: bool = False) -> dict[str, Any]:
-        return records.instance_payload(self.inst, self.old_flavor if old else self.flavor)
-
-
-def action_name(mig: Migration) -> str:
-    return "migrate" if mig.migration_type == "migration" else "resize"
-
-
-async def load(ctx: StepContext, migration_uuid: str) -> Loaded:
-    async with ctx.sessions() as s:
-        mig = (await s.execute(select(Migration).where(Migration.uuid == migration_uuid))
-               ).scalar_one()
-        inst = (await s.execute(select(Instance).where(Instance.uuid == mig.instance_uuid))
-                ).scalar_one()
-        new = await s.get(Flavor, mig.new_instance_type_id or inst.flavor_id)
-        old = await s.get(Flavor, mig.old_instance_type_id or inst.flavor_id)
-        image = await s.get(Image, inst.image_ref)
-        assert new is not None and old is not None
-        return Loaded(mig, inst, new, old, records.image_payload(image, inst.image_ref))
-
-
-async def _call(ctx: StepContext, job: Loaded, host: str, method: str,
-                rpc_timeout: float | None = None, **args: Any) -> Any:
-    """RPC to a host, fenced with (migration id, generation) so that the host
-    refuses a step that arrives after a later one (see ComputeManager)."""
-    fence = [job.mig.id, job.mig.generation]
-    return await ctx.bus.call(compute_topic(host), method, {**args, "fence": fence},
-                              timeout=rpc_timeout)
-
-
-async def _cast(ctx: StepContext, job: Loaded, host: str, method: str, **args: Any) -> None:
-    """Like `_call`, without waiting: the message waits in the host's queue until
-    the host serves it again (the fence still refuses it if a later step ran)."""
-    fence = [job.mig.id, job.mig.generation]
-    await ctx.bus.cast(compute_topic(host), method, {**args, "fence": fence})
 
 
 # -- SCHEDULING ---------------------------------------------------------------
@@ -177,10 +128,10 @@ async def step_checking(ctx: StepContext, job: Loaded) -> None:
                                   dest)
     try:
         disk_bytes = records.flavor_resources(job.flavor)["DISK_GB"] << 30
-        info = await _call(ctx, job, dest, "check_can_migrate_to", instance=job.payload(),
+        info = await call_host(ctx, job, dest, "check_can_migrate_to", instance=job.payload(),
                            image=job.image, disk_bytes=disk_bytes)
         shared = await _shared_storage(ctx, job, src, dest)
-        if not shared and not await _call(ctx, job, src, "check_data_plane",
+        if not shared and not await call_host(ctx, job, src, "check_data_plane",
                                           address=info["data_address"]):
             raise RuntimeError(f"{src} cannot reach the data plane of {dest} at "
                                f"{info['data_address']}")
@@ -202,24 +153,24 @@ async def _base_from_peer(ctx: StepContext, job: Loaded, src: str, dest: str,
     """The image service cannot serve the base: the source, which runs the server
     on it, pushes its cached copy over the data plane (verified like a disk)."""
     image_id = job.inst.image_ref
-    size = await _call(ctx, job, src, "has_base", image_id=image_id)
+    size = await call_host(ctx, job, src, "has_base", image_id=image_id)
     if size is None:
         raise RuntimeError(f"no copy of base image {image_id} was found (not in the image "
                            f"service, not cached on {src})")
     token = new_token()
-    await _call(ctx, job, dest, "expect_base", token=token, migration_uuid=job.mig.uuid,
+    await call_host(ctx, job, dest, "expect_base", token=token, migration_uuid=job.mig.uuid,
                 image_id=image_id, size=size, ttl=ctx.settings.transfer_token_ttl)
-    await _call(ctx, job, src, "send_base", migration_uuid=job.mig.uuid, image_id=image_id,
+    await call_host(ctx, job, src, "send_base", migration_uuid=job.mig.uuid, image_id=image_id,
                 address=dest_address, token=token)
 
 
 async def _shared_storage(ctx: StepContext, job: Loaded, src: str, dest: str) -> bool:
     """Nova's test: a file made on the destination, looked for on the source."""
-    name = await _call(ctx, job, dest, "create_shared_probe")
+    name = await call_host(ctx, job, dest, "create_shared_probe")
     try:
-        return bool(await _call(ctx, job, src, "check_shared_probe", name=name))
+        return bool(await call_host(ctx, job, src, "check_shared_probe", name=name))
     finally:
-        await _call(ctx, job, dest, "remove_shared_probe", name=name)
+        await call_host(ctx, job, dest, "remove_shared_probe", name=name)
 
 
 async def _preflight_failed(ctx: StepContext, job: Loaded, reason: str) -> None:
@@ -236,7 +187,7 @@ async def _preflight_failed(ctx: StepContext, job: Loaded, reason: str) -> None:
                                            "alternates": job.mig.alternates or []})
 
 
-# -- POWERING_OFF, TRANSFERRING (source) -----------------------------------------
+# -- POWERING_OFF (source); TRANSFERRING is in ferry.conductor.transferring --------
 
 
 async def step_powering_off(ctx: StepContext, job: Loaded) -> None:
@@ -246,7 +197,7 @@ async def step_powering_off(ctx: StepContext, job: Loaded) -> None:
         await records.event_start(s, job.inst.uuid, action_name(job.mig),
                                   "compute_resize_instance", src)
     started = utcnow()
-    result = await _call(ctx, job, src, "power_off_for_migration", uuid=job.inst.uuid,
+    result = await call_host(ctx, job, src, "power_off_for_migration", uuid=job.inst.uuid,
                          timeout=ctx.settings.shutdown_timeout,
                          retry_interval=ctx.settings.shutdown_retry_interval)
     disks = result["disks"]
@@ -259,131 +210,6 @@ async def step_powering_off(ctx: StepContext, job: Loaded) -> None:
                   instance_fields={"power_state": 4})
 
 
-async def step_transferring(ctx: StepContext, job: Loaded) -> None:
-    """Move the disks; resumable. The token kept on the migration row names one
-    grant on the destination for the whole step, however often it runs: run
-    again (a restarted conductor resumes TRANSFERRING), the destination keeps
-    that grant and its partial files and journal, and the source sends only
-    what the journal lacks. If the destination already holds the verified
-    files (the first run finished just before the restart), nothing is sent."""
-    mig = job.mig
-    src, dest = mig.source_compute, mig.dest_compute
-    assert src and dest and mig.dest_host
-    names = [d["name"] for d in mig.disk_info]
-    token = mig.transfer_token or await _keep_token(ctx, mig.uuid)
-    files = {d["name"]: d["file_size"] for d in mig.disk_info}
-
-    async def expect(wait: float | None = None) -> str:
-        """Register the grant, or renew it (same token: partial files kept)."""
-        reply = await _call(ctx, job, dest, "expect_transfer", rpc_timeout=wait, token=token,
-                            migration_uuid=mig.uuid, instance_uuid=job.inst.uuid,
-                            files=files, ttl=ctx.settings.transfer_token_ttl)
-        return str((reply or {}).get("grant", "new"))
-
-    grant = "new" if mig.shared_storage else await expect()
-    if grant == "complete":
-        note = "disks already verified on the destination"
-    else:
-        limit = mig.max_bandwidth or ctx.settings.transfer_max_bandwidth or None
-        result = await _send_disks(ctx, job, src, None if mig.shared_storage else expect,
-                                   uuid=job.inst.uuid, migration_uuid=mig.uuid,
-                                   address=mig.dest_host, token=token, names=names,
-                                   shared=bool(mig.shared_storage), rate_limit=limit,
-                                   give_up=ctx.settings.transfer_give_up_s)
-        note = ("shared storage: copied locally" if mig.shared_storage
-                else "disks already verified on the destination"
-                if result.get("state") == "complete" else _sent_note(result))
-    async with ctx.sessions() as s, s.begin():
-        await records.event_finish(s, job.inst.uuid, action_name(mig), "compute_resize_instance")
-        await advance_in(s, mig.uuid, Event.TRANSFERRED, expect=State.TRANSFERRING, note=note,
-                         migration_fields={"bytes_done": Migration.bytes_total,
-                                           "transfer_eta": 0.0, "transfer_token": None},
-                         instance_fields={"host": dest, "node": dest})
-
-
-async def _send_disks(ctx: StepContext, job: Loaded, src: str,
-                      expect: Callable[[float], Awaitable[str]] | None,
-                      **args: Any) -> dict[str, Any]:
-    """Ask the source to send until it answers done (see ferry.compute.sending).
-
-    Each ask returns within `transfer_poll_s`. An ask that gets no answer (the
-    source agent restarting, the broker away) is repeated: the next one joins
-    the send, or resumes it from the destination's journal. Only a source that
-    answers nothing for `transfer_give_up_s` fails the step (and rolls back).
-    `expect` (none on shared storage) renews the destination's grant after
-    every ask, so a transfer longer than the grant's lifetime can still
-    reconnect; and before a failure the source reports is taken as final, it
-    asks the destination, which may hold every file already (a send that
-    finished just before its agent restarted, its answer lost with it).
-    """
-    st = ctx.settings
-    loop = asyncio.get_running_loop()
-    answered = loop.time()
-    while True:
-        try:
-            reply = await _call(ctx, job, src, "send_disks", wait=st.transfer_poll_s,
-                                rpc_timeout=2 * st.transfer_poll_s + 5, **args)
-        except BusError as exc:
-            if _ask_again(exc) and loop.time() - answered <= st.transfer_give_up_s:
-                await asyncio.sleep(min(st.transfer_poll_s, 5.0))
-                continue
-            if isinstance(exc, RemoteError) and expect is not None \
-                    and await _grant(expect, st.transfer_give_up_s) == "complete":
-                return {"state": "complete"}
-            raise
-        answered = loop.time()
-        if (reply or {}).get("state") != "running":
-            return dict(reply)
-        if expect is not None:
-            await _grant(expect, st.transfer_give_up_s)
-
-
-async def _grant(expect: Callable[[float], Awaitable[str]], patience: float) -> str | None:
-    """The destination's grant state, or None if it cannot tell within
-    `patience` (at most its RPC timeout): a renewal that fails is no reason to
-    stop a transfer that is still moving, nor a silent destination to wait
-    longer before a rollback than the transfer itself would have."""
-    try:
-        return await expect(min(patience, Bus.timeout_for("expect_transfer", None)))
-    except BusError as exc:
-        log.info("destination grant check failed: %s", exc)
-        return None
-
-
-def _ask_again(exc: BusError) -> bool:
-    """No answer (a timeout, the broker away), or a send its agent stopped when
-    it shut down: the next ask joins the send or resumes it. A failure the
-    source reports (the transfer gave up, a disk is missing) is final."""
-    if isinstance(exc, RemoteError):
-        return exc.exc_type == "SendInterrupted"
-    return not isinstance(exc, BadMessage)
-
-
-def _sent_note(result: dict[str, Any]) -> str:
-    extra = []
-    if result.get("attempts", 1) > 1:
-        extra.append(f"{result['attempts']} attempts")
-    if result.get("resumed_bytes"):
-        extra.append(f"{result['resumed_bytes']} bytes resumed")
-    more = f" ({', '.join(extra)})" if extra else ""
-    return f"{result['bytes_sent']} bytes sent in {result['seconds']:.2f}s{more}, verified"
-
-
-async def _keep_token(ctx: StepContext, migration_uuid: str) -> str:
-    """A migration that reached TRANSFERRING without a token (made before tokens
-    were kept): make one and keep it, unless a racing run kept one first."""
-    async with ctx.sessions() as s, s.begin():
-        await s.execute(update(Migration)
-                        .where(Migration.uuid == migration_uuid,
-                               Migration.transfer_token.is_(None))
-                        .values(transfer_token=new_token())
-                        .execution_options(synchronize_session=False))
-        token = (await s.execute(select(Migration.transfer_token).where(
-            Migration.uuid == migration_uuid))).scalar_one()
-    assert token is not None
-    return str(token)
-
-
 # -- PREPARING, STARTING (destination) -------------------------------------------
 
 
@@ -393,7 +219,7 @@ async def step_preparing(ctx: StepContext, job: Loaded) -> None:
     async with ctx.sessions() as s, s.begin():
         await records.event_start(s, job.inst.uuid, action_name(job.mig),
                                   "compute_finish_resize", dest)
-    await _call(ctx, job, dest, "prepare_migrated_instance", instance=job.payload(),
+    await call_host(ctx, job, dest, "prepare_migrated_instance", instance=job.payload(),
                 image=job.image)
     await advance(ctx.sessions, job.mig.uuid, Event.PREPARED, expect=State.PREPARING)
 
@@ -403,7 +229,7 @@ async def step_starting(ctx: StepContext, job: Loaded) -> None:
     dest = mig.dest_compute
     assert dest
     power_on = mig.old_vm_state != "stopped"
-    power_state = await _call(ctx, job, dest, "finish_migration", instance=job.payload(),
+    power_state = await call_host(ctx, job, dest, "finish_migration", instance=job.payload(),
                               image=job.image, power_on=power_on)
     now = utcnow()
     downtime = (now - mig.powered_off_at).total_seconds() if (
@@ -427,7 +253,7 @@ async def step_confirming(ctx: StepContext, job: Loaded) -> None:
     assert src
     async with ctx.sessions() as s, s.begin():
         await records.event_start(s, job.inst.uuid, "confirmResize", "compute_confirm_resize", src)
-    await _call(ctx, job, src, "confirm_migration", uuid=job.inst.uuid)
+    await call_host(ctx, job, src, "confirm_migration", uuid=job.inst.uuid)
     async with ctx.sessions() as s, s.begin():
         await placement.delete_allocations(s, job.mig.uuid)
         await records.event_finish(s, job.inst.uuid, "confirmResize", "compute_confirm_resize")
@@ -443,13 +269,13 @@ async def step_reverting(ctx: StepContext, job: Loaded) -> None:
     assert src and dest
     async with ctx.sessions() as s, s.begin():
         await records.event_start(s, job.inst.uuid, "revertResize", "compute_revert_resize", dest)
-    await _call(ctx, job, dest, "revert_migration", uuid=job.inst.uuid, migration_uuid=mig.uuid,
+    await call_host(ctx, job, dest, "revert_migration", uuid=job.inst.uuid, migration_uuid=mig.uuid,
                 shared=bool(mig.shared_storage))
     async with ctx.sessions() as s, s.begin():
         await records.event_finish(s, job.inst.uuid, "revertResize", "compute_revert_resize")
         await records.event_start(s, job.inst.uuid, "revertResize",
                                   "compute_finish_revert_resize", src)
-    power_state = await _call(ctx, job, src, "finish_revert_migration",
+    power_state = await call_host(ctx, job, src, "finish_revert_migration",
                               instance=job.payload(old=True), image=job.image,
                               power_on=mig.old_vm_state != "stopped")
     async with ctx.sessions() as s, s.begin():
@@ -482,16 +308,16 @@ async def step_rolling_back(ctx: StepContext, job: Loaded) -> None:
         try:
             # Bounded: a destination that is down (its agent died mid-transfer)
             # must not keep the server off on its source.
-            await _call(ctx, job, dest, "revert_migration",
+            await call_host(ctx, job, dest, "revert_migration",
                         rpc_timeout=ctx.settings.rollback_dest_timeout, **args)
         except Exception as exc:
             # Queued for the host: it drops the grant and the partial files
             # when it serves its queue again.
-            await _cast(ctx, job, dest, "revert_migration", **args)
+            await cast_host(ctx, job, dest, "revert_migration", **args)
             notes.append(f"cleanup on {dest} failed ({exc}); queued for when it is back")
     power_state = None
     if source_touched(mig):
-        power_state = await _call(ctx, job, src, "finish_revert_migration",
+        power_state = await call_host(ctx, job, src, "finish_revert_migration",
                                   instance=job.payload(old=True), image=job.image,
                                   power_on=mig.old_vm_state != "stopped")
     async with ctx.sessions() as s, s.begin():

@@ -10,7 +10,7 @@ from sqlalchemy import create_engine
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import QueuePool
 
-from ferry.conductor.runner import Slots, _patiently
+from ferry.conductor.runner import Slots, patiently
 from ferry.db.session import is_transient
 
 
@@ -98,7 +98,7 @@ async def test_bookkeeping_outlasts_pool_timeouts_but_not_real_errors() -> None:
             raise timeout
         return "loaded"
 
-    assert await _patiently(busy_pool_then_ok, "m1") == "loaded"
+    assert await patiently(busy_pool_then_ok, "m1") == "loaded"
     assert calls == ["m1"] * 3
 
     async def broken(key: str) -> str:
@@ -107,7 +107,7 @@ async def test_bookkeeping_outlasts_pool_timeouts_but_not_real_errors() -> None:
 
     calls.clear()
     with pytest.raises(RuntimeError):
-        await _patiently(broken, "m2")
+        await patiently(broken, "m2")
     assert calls == ["m2"]
 
 
