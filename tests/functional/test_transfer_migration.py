@@ -149,6 +149,17 @@ def _step_seconds(mig: dict[str, Any], state: str) -> float:
     return time.mktime(t1) + frac1 - time.mktime(t0) - frac0
 
 
+def _cut_connections(ec: EmbeddedCloud, host: str) -> None:
+    """Cut every data connection the host receives on, as a network reset would."""
+    server = ec.compute(host).transfer
+    with server._lock:  # the endpoint keeps no public list of its sockets
+        socks = list(server._threads.values())
+    assert socks
+    for sock in socks:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+
+
 def _host_index(name: str) -> int:
     return int(name.removeprefix("host"))
 
@@ -321,14 +332,7 @@ async def test_connection_cut_mid_stream_resumes(cloud: Cloud) -> None:
     r = await _migrate(cloud, sid, {"ferry:max_bandwidth": 4_000_000}, version="2.56")
     assert r.status_code == 202
     await _transferring_with_bytes(cloud, sid, 0.2)
-    # Cut every data connection the destination holds, as a network reset would.
-    server = cloud.cloud.compute(dest).transfer
-    with server._lock:  # the endpoint keeps no public list of its sockets
-        socks = list(server._threads.values())
-    assert socks
-    for sock in socks:
-        with contextlib.suppress(OSError):
-            sock.shutdown(socket.SHUT_RDWR)
+    _cut_connections(cloud.cloud, dest)
     await cloud.wait_status(sid, "VERIFY_RESIZE", timeout=20)
     mig = await _ferry_mig(cloud, sid)
     note = next(st["note"] for st in mig["steps"] if st["event"] == "transferred")
@@ -529,13 +533,7 @@ async def test_a_transfer_outliving_its_grant_can_still_reconnect(short_grants: 
     assert r.status_code == 202
     await _transferring_with_bytes(cloud, sid, 0.1)
     await asyncio.sleep(1.5)  # past the grant's first expiry
-    server = ec.compute(dest).transfer
-    with server._lock:
-        socks = list(server._threads.values())
-    assert socks
-    for sock in socks:
-        with contextlib.suppress(OSError):
-            sock.shutdown(socket.SHUT_RDWR)
+    _cut_connections(ec, dest)
     await cloud.wait_status(sid, "VERIFY_RESIZE", timeout=30)
     mig = await _ferry_mig(cloud, sid)
     note = next(st["note"] for st in mig["steps"] if st["event"] == "transferred")
