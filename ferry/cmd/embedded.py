@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import logging
 import secrets
 from dataclasses import dataclass, field
@@ -32,7 +33,7 @@ from ferry.compute.virt.loader import load_driver
 from ferry.conductor.manager import ConductorEndpoint
 from ferry.conf import Settings
 from ferry.db.migrate import upgrade
-from ferry.db.models import Flavor, Service
+from ferry.db.models import Flavor, Service, utcnow
 from ferry.db.session import make_engine, make_sessionmaker
 from ferry.identity.bootstrap import Bootstrapped, bootstrap, write_clouds_yaml
 from ferry.image.cache import ImageCache
@@ -170,9 +171,10 @@ class EmbeddedCloud:
                              report_interval=st.report_interval,
                              state_dir=self.host_state_dir(i),
                              max_bandwidth=st.host_max_bandwidth)
+        since = utcnow()
         await mgr.start()
         self.computes.append(mgr)
-        await self._registered(name)
+        await self._registered(name, since)
         return mgr
 
     async def stop_host(self, name: str) -> int:
@@ -184,15 +186,17 @@ class EmbeddedCloud:
         await mgr.stop()
         return port
 
-    async def _registered(self, host: str, timeout: float = 30) -> None:
-        """Wait until the conductor has recorded the host's first heartbeat (a cast),
-        so a request naming the host right after start-up finds it."""
+    async def _registered(self, host: str, since: dt.datetime, timeout: float = 30) -> None:
+        """Wait until the conductor has recorded a heartbeat (a cast) the host sent
+        after `since`, so a request right after start-up finds it up, also a
+        host started again after it was seen down."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while loop.time() < deadline:
             async with self.sessions() as s:
                 found = (await s.execute(select(Service.id).where(
-                    Service.host == host, Service.binary == "ferry-compute"))).first()
+                    Service.host == host, Service.binary == "ferry-compute",
+                    Service.last_seen_up >= since))).first()
             if found is not None:
                 return
             await asyncio.sleep(0.05)

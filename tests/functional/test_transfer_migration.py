@@ -436,7 +436,7 @@ async def test_no_rpc_holds_a_transfer_asks_are_repeated_until_done(polled: Clou
     across the asks (nothing resent) and the migration completes. So a transfer
     of hours needs no RPC timeout of hours, nor a broker delivery held that long."""
     cloud, ec = polled, polled.cloud
-    sid, src, dest, disk = await _boot(cloud, blocks=80)  # ~5.4 MB at 4 MB/s
+    sid, src, dest, disk = await _boot(cloud, blocks=80)  # ~5.4 MB at 2 MB/s: ~2.7 s
     before, allocated = _data_digest(disk, 80), _allocated(disk)
     mgr = ec.compute(src)
     asks: list[tuple[float, str]] = []
@@ -449,13 +449,15 @@ async def test_no_rpc_holds_a_transfer_asks_are_repeated_until_done(polled: Clou
         return out
 
     mgr.send_disks = timed  # type: ignore[method-assign]
-    r = await _migrate(cloud, sid, {"ferry:max_bandwidth": 4_000_000}, version="2.56")
+    r = await _migrate(cloud, sid, {"ferry:max_bandwidth": 2_000_000}, version="2.56")
     assert r.status_code == 202
     await cloud.wait_status(sid, "VERIFY_RESIZE", timeout=30)
     mig = await _ferry_mig(cloud, sid)
-    assert _step_seconds(mig, "transferring") > 1.0
+    assert _step_seconds(mig, "transferring") > 2.0
     assert [s for _, s in asks].count("running") >= 4 and asks[-1][1] == "done", asks
-    assert max(t for t, _ in asks) < 0.2 + 0.3, asks
+    # Each ask answers within its wait (0.2 s) and some scheduling slack, far
+    # below the transfer's own length.
+    assert max(t for t, _ in asks) < 1.0, asks
     assert _sent(mig) <= 1.02 * allocated, (_sent(mig), allocated)
     assert _data_digest(ec.compute(dest).store.path(sid) / "disk", 80) == before
     await invariants.check(ec, sid)
