@@ -73,7 +73,7 @@ async def _specs(sessions: Sessions, n: int, seed: int) -> list[RequestSpec]:
     ]
 
 
-async def _decide(sessions: Sessions, spec: RequestSpec, down_after: float,
+async def decide(sessions: Sessions, spec: RequestSpec, down_after: float,
                   cache: HostStateCache | None) -> tuple[str, float]:
     async with sessions() as s:
         async with s.begin():
@@ -96,7 +96,7 @@ async def measure(
 ) -> tuple[dict[str, float], list[str]]:
     hosts, took = [], []
     for spec in await _specs(sessions, n, seed):
-        host, t = await _decide(sessions, spec, down_after, cache)
+        host, t = await decide(sessions, spec, down_after, cache)
         hosts.append(host)
         took.append(t)
     return summary(took), hosts
@@ -163,7 +163,7 @@ def loop_lag(every: float = 0.01) -> Iterator[list[float]]:
             await asyncio.sleep(every)
             lags.append(loop.time() - t - every)
 
-    task = asyncio.get_event_loop().create_task(probe())
+    task = asyncio.get_running_loop().create_task(probe())
     try:
         yield lags
     finally:
@@ -244,7 +244,7 @@ async def breakdown(sessions: Sessions, n: int, down_after: float,
         with _patched(targets, sink):
             total = []
             for spec in specs:
-                _host, t = await _decide(sessions, spec, down_after, cache)
+                _host, t = await decide(sessions, spec, down_after, cache)
                 total.append(t)
     finally:
         sched.filter_hosts, sched.weigh = filt, wgh
@@ -261,7 +261,7 @@ async def profile(sessions: Sessions, n: int, down_after: float, top: int = 18,
     prof = cProfile.Profile()
     prof.enable()
     for spec in specs:
-        await _decide(sessions, spec, down_after, cache)
+        await decide(sessions, spec, down_after, cache)
     prof.disable()
     buf = io.StringIO()
     stats = pstats.Stats(prof, stream=buf)

@@ -14,18 +14,15 @@ import argparse
 import asyncio
 import random
 import sys
-import time
 
 from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bench.scale.decisions import summary
+from bench.scale.decisions import decide, summary
 from ferry.db.models import Allocation, Consumer, Inventory, ResourceProvider, Service, utcnow
 from ferry.db.session import make_engine, make_sessionmaker
 from ferry.scheduler.hostcache import HostStateCache
 from ferry.scheduler.hoststate import RequestSpec
-from ferry.scheduler.placement import delete_allocations
-from ferry.scheduler.scheduler import select_destinations
 from tests.support.postgres import create_database, drop_database
 
 HOST = (("VCPU", 32, 4.0), ("MEMORY_MB", 131072, 1.0), ("DISK_GB", 1000, 1.0))
@@ -61,17 +58,12 @@ async def main(url: str, args: argparse.Namespace) -> dict[str, float]:
     sessions = make_sessionmaker(engine)
     try:
         await load(sessions, args.hosts, args.servers)
-        took = []
         cache = None if args.no_cache else HostStateCache()
+        took = []
         for k in range(args.decisions):
             spec = RequestSpec(f"new{k}", "p", "u", dict(SERVER))
-            async with sessions() as s:
-                async with s.begin():
-                    t = time.perf_counter()
-                    await select_destinations(s, spec, down_after=60, cache=cache)
-                    took.append(time.perf_counter() - t)
-                async with s.begin():  # give the room back, as bench.scale.decisions does
-                    await delete_allocations(s, spec.instance_uuid)
+            _host, seconds = await decide(sessions, spec, 60, cache)
+            took.append(seconds)
         return summary(took)
     finally:
         await engine.dispose()

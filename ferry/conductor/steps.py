@@ -129,10 +129,10 @@ async def step_checking(ctx: StepContext, job: Loaded) -> None:
     try:
         disk_bytes = records.flavor_resources(job.flavor)["DISK_GB"] << 30
         info = await call_host(ctx, job, dest, "check_can_migrate_to", instance=job.payload(),
-                           image=job.image, disk_bytes=disk_bytes)
+                               image=job.image, disk_bytes=disk_bytes)
         shared = await _shared_storage(ctx, job, src, dest)
         if not shared and not await call_host(ctx, job, src, "check_data_plane",
-                                          address=info["data_address"]):
+                                              address=info["data_address"]):
             raise RuntimeError(f"{src} cannot reach the data plane of {dest} at "
                                f"{info['data_address']}")
         if info.get("need_base"):
@@ -159,9 +159,9 @@ async def _base_from_peer(ctx: StepContext, job: Loaded, src: str, dest: str,
                            f"service, not cached on {src})")
     token = new_token()
     await call_host(ctx, job, dest, "expect_base", token=token, migration_uuid=job.mig.uuid,
-                image_id=image_id, size=size, ttl=ctx.settings.transfer_token_ttl)
+                    image_id=image_id, size=size, ttl=ctx.settings.transfer_token_ttl)
     await call_host(ctx, job, src, "send_base", migration_uuid=job.mig.uuid, image_id=image_id,
-                address=dest_address, token=token)
+                    address=dest_address, token=token)
 
 
 async def _shared_storage(ctx: StepContext, job: Loaded, src: str, dest: str) -> bool:
@@ -198,8 +198,8 @@ async def step_powering_off(ctx: StepContext, job: Loaded) -> None:
                                   "compute_resize_instance", src)
     started = utcnow()
     result = await call_host(ctx, job, src, "power_off_for_migration", uuid=job.inst.uuid,
-                         timeout=ctx.settings.shutdown_timeout,
-                         retry_interval=ctx.settings.shutdown_retry_interval)
+                             timeout=ctx.settings.shutdown_timeout,
+                             retry_interval=ctx.settings.shutdown_retry_interval)
     disks = result["disks"]
     await advance(ctx.sessions, job.mig.uuid, Event.POWERED_OFF, expect=State.POWERING_OFF,
                   migration_fields={"disk_info": disks, "powered_off_at": started,
@@ -220,7 +220,7 @@ async def step_preparing(ctx: StepContext, job: Loaded) -> None:
         await records.event_start(s, job.inst.uuid, action_name(job.mig),
                                   "compute_finish_resize", dest)
     await call_host(ctx, job, dest, "prepare_migrated_instance", instance=job.payload(),
-                image=job.image)
+                    image=job.image)
     await advance(ctx.sessions, job.mig.uuid, Event.PREPARED, expect=State.PREPARING)
 
 
@@ -230,7 +230,7 @@ async def step_starting(ctx: StepContext, job: Loaded) -> None:
     assert dest
     power_on = mig.old_vm_state != "stopped"
     power_state = await call_host(ctx, job, dest, "finish_migration", instance=job.payload(),
-                              image=job.image, power_on=power_on)
+                                  image=job.image, power_on=power_on)
     now = utcnow()
     downtime = (now - mig.powered_off_at).total_seconds() if (
         power_on and mig.powered_off_at) else None
@@ -270,14 +270,14 @@ async def step_reverting(ctx: StepContext, job: Loaded) -> None:
     async with ctx.sessions() as s, s.begin():
         await records.event_start(s, job.inst.uuid, "revertResize", "compute_revert_resize", dest)
     await call_host(ctx, job, dest, "revert_migration", uuid=job.inst.uuid, migration_uuid=mig.uuid,
-                shared=bool(mig.shared_storage))
+                    shared=bool(mig.shared_storage))
     async with ctx.sessions() as s, s.begin():
         await records.event_finish(s, job.inst.uuid, "revertResize", "compute_revert_resize")
         await records.event_start(s, job.inst.uuid, "revertResize",
                                   "compute_finish_revert_resize", src)
     power_state = await call_host(ctx, job, src, "finish_revert_migration",
-                              instance=job.payload(old=True), image=job.image,
-                              power_on=mig.old_vm_state != "stopped")
+                                  instance=job.payload(old=True), image=job.image,
+                                  power_on=mig.old_vm_state != "stopped")
     async with ctx.sessions() as s, s.begin():
         await placement.move_allocations(s, mig.uuid, job.inst.uuid)
         await records.event_finish(s, job.inst.uuid, "revertResize",
@@ -309,7 +309,7 @@ async def step_rolling_back(ctx: StepContext, job: Loaded) -> None:
             # Bounded: a destination that is down (its agent died mid-transfer)
             # must not keep the server off on its source.
             await call_host(ctx, job, dest, "revert_migration",
-                        rpc_timeout=ctx.settings.rollback_dest_timeout, **args)
+                            rpc_timeout=ctx.settings.rollback_dest_timeout, **args)
         except Exception as exc:
             # Queued for the host: it drops the grant and the partial files
             # when it serves its queue again.
@@ -318,8 +318,8 @@ async def step_rolling_back(ctx: StepContext, job: Loaded) -> None:
     power_state = None
     if source_touched(mig):
         power_state = await call_host(ctx, job, src, "finish_revert_migration",
-                                  instance=job.payload(old=True), image=job.image,
-                                  power_on=mig.old_vm_state != "stopped")
+                                      instance=job.payload(old=True), image=job.image,
+                                      power_on=mig.old_vm_state != "stopped")
     async with ctx.sessions() as s, s.begin():
         if await placement.allocations_for(s, mig.uuid):
             await placement.move_allocations(s, mig.uuid, job.inst.uuid)

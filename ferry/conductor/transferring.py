@@ -44,8 +44,8 @@ async def step_transferring(ctx: StepContext, job: Loaded) -> None:
     async def expect(wait: float | None = None) -> str:
         """Register the grant, or renew it (same token: partial files kept)."""
         reply = await call_host(ctx, job, dest, "expect_transfer", rpc_timeout=wait, token=token,
-                            migration_uuid=mig.uuid, instance_uuid=job.inst.uuid,
-                            files=files, ttl=ctx.settings.transfer_token_ttl)
+                                migration_uuid=mig.uuid, instance_uuid=job.inst.uuid,
+                                files=files, ttl=ctx.settings.transfer_token_ttl)
         return str((reply or {}).get("grant", "new"))
 
     grant = "new" if mig.shared_storage else await expect()
@@ -90,7 +90,7 @@ async def _send_disks(ctx: StepContext, job: Loaded, src: str,
     while True:
         try:
             reply = await call_host(ctx, job, src, "send_disks", wait=st.transfer_poll_s,
-                                rpc_timeout=2 * st.transfer_poll_s + 5, **args)
+                                    rpc_timeout=2 * st.transfer_poll_s + 5, **args)
         except BusError as exc:
             if _ask_again(exc) and loop.time() - answered <= st.transfer_give_up_s:
                 await asyncio.sleep(min(st.transfer_poll_s, 5.0))

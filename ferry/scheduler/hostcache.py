@@ -32,15 +32,14 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from ferry.db.models import Allocation, Inventory, ResourceProvider, Service, utcnow
+from ferry.db.models import ResourceProvider, Service, utcnow
 from ferry.scheduler import placement
 from ferry.scheduler.hoststate import HostState
 from ferry.scheduler.placement import InventoryRecord, Resources
 
-# Above this many changed providers one unfiltered read is cheaper than an IN list.
 _BULK_READ = 200
 
 
@@ -55,9 +54,6 @@ class HostStateCache:
     def __init__(self) -> None:
         self._entries: dict[int, _Entry] = {}
         self.reads = 0  # providers read from the database, for tests and benchmarks
-
-    def clear(self) -> None:
-        self._entries.clear()
 
     async def host_states(self, session: AsyncSession, down_after: float) -> list[HostState]:
         """Every compute host, up to date as of this call (see the module docstring)."""
@@ -76,7 +72,7 @@ class HostStateCache:
         stale = {rp_id: gen for *_, rp_id, gen in hosts
                  if rp_id is not None and (rp_id in touched or (
                      (e := self._entries.get(rp_id)) is None or e.generation != gen))}
-        fresh = await self._read(conn, stale) if stale else {}
+        fresh = await self._read(session, stale) if stale else {}
         for rp_id, entry in fresh.items():
             if rp_id not in touched:
                 self._entries[rp_id] = entry
@@ -93,27 +89,13 @@ class HostStateCache:
                 used=dict(known.used) if known else {}, data_address=address))
         return states
 
-    async def _read(self, conn: AsyncConnection, generations: dict[int, int]
+    async def _read(self, session: AsyncSession, generations: dict[int, int]
                     ) -> dict[int, _Entry]:
         """Inventory and summed usage of these providers, read after their generations."""
-        inv = select(Inventory.provider_id, Inventory.resource_class, Inventory.total,
-                     Inventory.reserved, Inventory.allocation_ratio)
-        # A GROUP BY over the one table and nothing else: joined to other tables, a
-        # planner without fresh statistics was seen to re-aggregate once per host.
-        use = (select(Allocation.provider_id, Allocation.resource_class,
-                      func.sum(Allocation.used))
-               .group_by(Allocation.provider_id, Allocation.resource_class))
-        if len(generations) <= _BULK_READ:
-            ids = list(generations)
-            inv = inv.where(Inventory.provider_id.in_(ids))
-            use = use.where(Allocation.provider_id.in_(ids))
-        inventories: dict[int, dict[str, InventoryRecord]] = {}
-        for rp_id, rc, total, reserved, ratio in (await conn.execute(inv)).all():
-            inventories.setdefault(rp_id, {})[rc] = InventoryRecord(total, reserved, ratio)
-        used: dict[int, Resources] = {}
-        for rp_id, rc, amount in (await conn.execute(use)).all():
-            # PostgreSQL's SUM of an integer is a bigint (Decimal through some drivers)
-            used.setdefault(rp_id, {})[rc] = int(amount)
+        # Past a few hundred ids one unfiltered read is cheaper than an IN list.
+        ids = list(generations) if len(generations) <= _BULK_READ else None
+        inventories = await placement.inventories_by_id(session, ids)
+        used = await placement.usages_by_id(session, ids)
         self.reads += len(generations)
         return {rp_id: _Entry(gen, inventories.get(rp_id, {}), used.get(rp_id, {}))
                 for rp_id, gen in generations.items()}

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import uuid as uuidlib
 from collections import defaultdict
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 from sqlalchemy import ColumnElement, and_, delete, func, or_, select, true, update
@@ -147,21 +148,38 @@ async def inventories(session: AsyncSession) -> dict[str, dict[str, InventoryRec
     return dict(out)
 
 
-async def usages_by_id(session: AsyncSession) -> dict[int, Resources]:
-    """Allocations summed per provider id and class by the database.
+async def usages_by_id(session: AsyncSession, ids: Collection[int] | None = None
+                       ) -> dict[int, Resources]:
+    """Allocations summed per provider id and class by the database (only the
+    providers in `ids`, when given).
 
     A GROUP BY over the one table and nothing else: its plan is a scan and a
     hash aggregate whatever the statistics say (joined to other tables, a
     planner without fresh statistics was seen to re-aggregate once per host).
     """
+    query = (select(Allocation.provider_id, Allocation.resource_class,
+                    func.sum(Allocation.used))
+             .group_by(Allocation.provider_id, Allocation.resource_class))
+    if ids is not None:
+        query = query.where(Allocation.provider_id.in_(list(ids)))
     conn = await session.connection()
-    rows = (await conn.execute(
-        select(Allocation.provider_id, Allocation.resource_class, func.sum(Allocation.used))
-        .group_by(Allocation.provider_id, Allocation.resource_class)
-    )).all()
     out: dict[int, Resources] = defaultdict(dict)
-    for provider_id, rc, used in rows:
+    for provider_id, rc, used in (await conn.execute(query)).all():
         out[provider_id][rc] = int(used)  # PostgreSQL's SUM of an integer is a bigint
+    return dict(out)
+
+
+async def inventories_by_id(session: AsyncSession, ids: Collection[int] | None = None
+                            ) -> dict[int, dict[str, InventoryRecord]]:
+    """Inventories by provider id and class (only the providers in `ids`, when given)."""
+    query = select(Inventory.provider_id, Inventory.resource_class, Inventory.total,
+                   Inventory.reserved, Inventory.allocation_ratio)
+    if ids is not None:
+        query = query.where(Inventory.provider_id.in_(list(ids)))
+    conn = await session.connection()
+    out: dict[int, dict[str, InventoryRecord]] = defaultdict(dict)
+    for provider_id, rc, total, reserved, ratio in (await conn.execute(query)).all():
+        out[provider_id][rc] = InventoryRecord(total, reserved, ratio)
     return dict(out)
 
 

@@ -69,28 +69,26 @@ async def select_destinations(
     ranked = await candidates(session, spec, down_after, cache)
     busy: list[int] = []
     failed: set[int] = set()
-    for i, h in enumerate(ranked):
-        try:
-            await placement.claim(session, spec.instance_uuid, h.host, spec.resources,
-                                  project_id=spec.project_id, user_id=spec.user_id,
-                                  skip_locked=True)
-        except placement.ProviderBusy:
-            busy.append(i)
-            continue
-        except placement.ClaimFailed as exc:
-            log.info("claim on %s failed: %s", h.host, exc)
-            failed.add(i)
-            continue
-        return _selection(ranked, i, failed, max_attempts)
-    for i in busy:
+
+    async def claimed(i: int, skip_locked: bool) -> bool:
         try:
             await placement.claim(session, spec.instance_uuid, ranked[i].host, spec.resources,
-                                  project_id=spec.project_id, user_id=spec.user_id)
+                                  project_id=spec.project_id, user_id=spec.user_id,
+                                  skip_locked=skip_locked)
+            return True
+        except placement.ProviderBusy:
+            busy.append(i)
         except placement.ClaimFailed as exc:
             log.info("claim on %s failed: %s", ranked[i].host, exc)
             failed.add(i)
-            continue
-        return _selection(ranked, i, failed, max_attempts)
+        return False
+
+    for i in range(len(ranked)):
+        if await claimed(i, skip_locked=True):
+            return _selection(ranked, i, failed, max_attempts)
+    for i in list(busy):
+        if await claimed(i, skip_locked=False):
+            return _selection(ranked, i, failed, max_attempts)
     raise NoValidHost("every candidate's claim failed")
 
 

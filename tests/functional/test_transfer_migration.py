@@ -131,6 +131,13 @@ async def _transferring_with_bytes(cloud: Cloud, sid: str, fraction: float) -> d
     return found
 
 
+async def _migrate_until(cloud: Cloud, sid: str, rate: int, fraction: float) -> None:
+    """Migrate capped at `rate` bytes/s and return once `fraction` of it moved."""
+    r = await _migrate(cloud, sid, {"ferry:max_bandwidth": rate}, version="2.56")
+    assert r.status_code == 202, r.text
+    await _transferring_with_bytes(cloud, sid, fraction)
+
+
 def _sent(mig: dict[str, Any]) -> int:
     """Payload bytes the source put on the wire in all attempts (the step's note)."""
     note = next(st["note"] for st in mig["steps"] if st["event"] == "transferred")
@@ -329,9 +336,7 @@ async def test_connection_cut_mid_stream_resumes(cloud: Cloud) -> None:
     sid, _, dest, disk = await _boot(cloud, blocks=80)
     before = _data_digest(disk, 80)
     allocated = _allocated(disk)
-    r = await _migrate(cloud, sid, {"ferry:max_bandwidth": 4_000_000}, version="2.56")
-    assert r.status_code == 202
-    await _transferring_with_bytes(cloud, sid, 0.2)
+    await _migrate_until(cloud, sid, 4_000_000, 0.2)
     _cut_connections(cloud.cloud, dest)
     await cloud.wait_status(sid, "VERIFY_RESIZE", timeout=20)
     mig = await _ferry_mig(cloud, sid)
@@ -347,9 +352,7 @@ async def test_destination_agent_restarted_mid_stream_resumes(cloud: Cloud) -> N
     sid, _, dest, disk = await _boot(cloud, blocks=80)  # ~5.4 MB allocated
     before = _data_digest(disk, 80)
     allocated = _allocated(disk)
-    r = await _migrate(cloud, sid, {"ferry:max_bandwidth": 4_000_000}, version="2.56")
-    assert r.status_code == 202
-    await _transferring_with_bytes(cloud, sid, 0.25)
+    await _migrate_until(cloud, sid, 4_000_000, 0.25)
     port = await ec.stop_host(dest)
     grants = ec.host_state_dir(_host_index(dest)) / "transfer-grants.json"
     assert grants.exists()
@@ -373,9 +376,7 @@ async def test_destination_agent_gone_past_give_up_rolls_back(quick: Cloud) -> N
     cloud, ec = quick, quick.cloud
     sid, src, dest, disk = await _boot(cloud, blocks=80)
     before = _data_digest(disk, 80)
-    r = await _migrate(cloud, sid, {"ferry:max_bandwidth": 4_000_000}, version="2.56")
-    assert r.status_code == 202
-    await _transferring_with_bytes(cloud, sid, 0.2)
+    await _migrate_until(cloud, sid, 4_000_000, 0.2)
     partial = ec.compute(dest).store.path(sid)
     port = await ec.stop_host(dest)
     assert (partial / "disk.part").exists()  # kept for a resume that will not come
@@ -411,9 +412,7 @@ async def test_conductor_restart_mid_stream_reuses_the_grant(cloud: Cloud) -> No
     ec = cloud.cloud
     sid, _, dest, disk = await _boot(cloud, blocks=80)
     allocated = _allocated(disk)
-    r = await _migrate(cloud, sid, {"ferry:max_bandwidth": 4_000_000}, version="2.56")
-    assert r.status_code == 202
-    await _transferring_with_bytes(cloud, sid, 0.2)
+    await _migrate_until(cloud, sid, 4_000_000, 0.2)
     old = ec.conductor
     await old.stop()
     new = ConductorEndpoint.create(ec.sessions, ec.bus, ec.cfg.settings)
@@ -470,9 +469,7 @@ async def test_source_agent_restarted_mid_stream_resumes(cloud: Cloud) -> None:
     ec: EmbeddedCloud = cloud.cloud
     sid, src, dest, disk = await _boot(cloud, blocks=80)
     before, allocated = _data_digest(disk, 80), _allocated(disk)
-    r = await _migrate(cloud, sid, {"ferry:max_bandwidth": 4_000_000}, version="2.56")
-    assert r.status_code == 202
-    await _transferring_with_bytes(cloud, sid, 0.3)
+    await _migrate_until(cloud, sid, 4_000_000, 0.3)
     port = await ec.stop_host(src)
     await asyncio.sleep(0.5)
     await ec.add_host(_host_index(src), data_port=port)
@@ -531,9 +528,7 @@ async def test_a_transfer_outliving_its_grant_can_still_reconnect(short_grants: 
     cloud, ec = short_grants, short_grants.cloud
     sid, _, dest, disk = await _boot(cloud, blocks=80)
     before = _data_digest(disk, 80)
-    r = await _migrate(cloud, sid, {"ferry:max_bandwidth": 2_000_000}, version="2.56")
-    assert r.status_code == 202
-    await _transferring_with_bytes(cloud, sid, 0.1)
+    await _migrate_until(cloud, sid, 2_000_000, 0.1)
     await asyncio.sleep(1.5)  # past the grant's first expiry
     _cut_connections(ec, dest)
     await cloud.wait_status(sid, "VERIFY_RESIZE", timeout=30)
